@@ -1,0 +1,1 @@
+"""Latency lookup tables: device backends, resumable build, calibrated prediction, validation."""

@@ -1,0 +1,1 @@
+"""Architecture search over the supernet: Optuna studies, the paper's slimming, and export."""

@@ -1,0 +1,95 @@
+"""``eformer-export``: convert checkpoints, write ONNX files, export searched architectures.
+
+    eformer-export convert --src eformer_s0_450.pth --arch s0 --source official --out s0.pth
+    eformer-export onnx --arch s0 [--weights s0.pth] [--image-size 224] [--out s0.onnx]
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+
+from supernet.arch import ArchConfig
+from supernet.convert import SOURCES, convert_state_dict, load_converted, read_checkpoint
+from supernet.errors import UserError, report_user_errors
+from supernet.io_utils import atomic_torch_save
+from supernet.model import EfficientFormerV2, build_model
+from supernet.onnx_export import DEFAULT_OPSET, export_onnx, ort_session
+
+ONNX_TOLERANCE = 1e-4
+
+
+def load_network(arch: str, weights: Optional[str], source: str, image_size: Optional[int] = None) -> EfficientFormerV2:
+    """Build ``arch`` (preset or YAML) and load ``weights`` (converted from ``source``) if given."""
+    overrides = {"image_size": image_size} if image_size else {}
+    model = build_model(ArchConfig.resolve(arch, **overrides))
+    if weights:
+        load_converted(model, convert_state_dict(read_checkpoint(weights), source), weights)
+    return model.eval()
+
+
+def cmd_convert(args: argparse.Namespace) -> None:
+    model = load_network(args.arch, args.src, args.source)
+    atomic_torch_save(model.state_dict(), args.out)
+    print(f"converted {args.src} ({args.source}) -> {args.out}: {sum(p.numel() for p in model.parameters()):,} parameters")
+
+
+def check_onnx_parity(model: EfficientFormerV2, path: Path, threads: int = 2) -> float:
+    """Max |onnxruntime - PyTorch| on a random batch of two; raises if above ONNX_TOLERANCE."""
+    size = model.arch.image_size
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref = model(x).numpy()
+    got = ort_session(path, threads=threads).run(None, {"input": x.numpy()})[0]
+    err = float(abs(ref - got).max())
+    if err > ONNX_TOLERANCE:
+        raise RuntimeError(f"{path}: onnxruntime differs from PyTorch by {err:.2e} (> {ONNX_TOLERANCE})")
+    return err
+
+
+def cmd_onnx(args: argparse.Namespace) -> None:
+    model = load_network(args.arch, args.weights, args.source, args.image_size)
+    size = model.arch.image_size
+    out = Path(args.out or f"{model.arch.name}.onnx")
+    export_onnx(model, out, (1, 3, size, size), opset=args.opset)
+    msg = f"wrote {out} (opset {args.opset}, input 1x3x{size}x{size}, dynamic batch)"
+    if not args.no_check:
+        msg += f"; onnxruntime max |diff| vs PyTorch = {check_onnx_parity(model, out):.2e}"
+    print(msg)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="eformer-export", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("convert", help="convert a release/timm checkpoint to this project's layout")
+    p.add_argument("--src", required=True, help="checkpoint file (release {'model': ...}, bare or timm state dict)")
+    p.add_argument("--arch", required=True, help="preset name (s0, s1, s2, l) or ArchConfig YAML")
+    p.add_argument("--source", choices=SOURCES, default="official", help="layout of --src")
+    p.add_argument("--out", required=True, help="output state dict (.pth)")
+    p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("onnx", help="export a network to ONNX (deploy form) and check it under onnxruntime")
+    p.add_argument("--arch", required=True, help="preset name (s0, s1, s2, l) or ArchConfig YAML")
+    p.add_argument("--weights", help="state dict to load (default: random init)")
+    p.add_argument("--source", choices=SOURCES, default="ours", help="layout of --weights")
+    p.add_argument("--image-size", type=int, help="override the architecture's image size")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (>= 17, default {DEFAULT_OPSET})")
+    p.add_argument("--out", help="output .onnx (default: <arch name>.onnx)")
+    p.add_argument("--no-check", action="store_true", help="skip the onnxruntime parity check")
+    p.set_defaults(func=cmd_onnx)
+    return parser
+
+
+@report_user_errors("eformer-export")
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "opset", DEFAULT_OPSET) < 17:
+        raise UserError(f"--opset: {args.opset} is below the supported minimum 17")
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,306 @@
+"""ArchConfig: the validated description of one EfficientFormerV2 network.
+
+It is the one vocabulary shared by the model builder, the analytic cost model, the supernet, the
+latency lookup table and the search. Presets (s0, s1, s2, l) live as YAML in ``conf/arch/``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib.resources
+import os
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+from supernet.errors import UserError
+
+NUM_STAGES = 4
+BLOCK_TYPES = ("ffn", "attn")
+ATTN_STAGES = (2, 3)  # zero-based: attention blocks live in stages 3 and 4 only
+ALLOWED_EXPANSIONS = (1, 2, 3, 4, 5, 6)
+WIDTH_MULTIPLE = 8
+IMAGE_MULTIPLE = 32
+PRESETS = ("s0", "s1", "s2", "l")
+
+
+class ArchConfigError(UserError):
+    """An architecture description breaks a rule; the message names the field and the rule."""
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockConfig:
+    """One block of a stage: an FFN block or an attention block (attention + FFN)."""
+
+    type: str
+    expansion: int
+
+
+@dataclasses.dataclass(frozen=True)
+class StageConfig:
+    """One stage: its channel width and its ordered blocks."""
+
+    width: int
+    blocks: tuple[BlockConfig, ...]
+
+    @property
+    def depth(self) -> int:
+        return len(self.blocks)
+
+    @property
+    def num_attn(self) -> int:
+        return sum(b.type == "attn" for b in self.blocks)
+
+    @property
+    def num_ffn(self) -> int:
+        return sum(b.type == "ffn" for b in self.blocks)
+
+
+@dataclasses.dataclass(frozen=True)
+class ArchConfig:
+    """A validated, immutable, hashable description of one network."""
+
+    stages: tuple[StageConfig, ...]
+    image_size: int = 224
+    num_classes: int = 1000
+    distillation: bool = True
+    drop_path_rate: float = 0.0
+    name: str = "custom"
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    # ----------------------------------------------------------------- views
+    @property
+    def widths(self) -> tuple[int, ...]:
+        return tuple(s.width for s in self.stages)
+
+    @property
+    def depths(self) -> tuple[int, ...]:
+        return tuple(s.depth for s in self.stages)
+
+    @property
+    def expansions(self) -> tuple[tuple[int, ...], ...]:
+        return tuple(tuple(b.expansion for b in s.blocks) for s in self.stages)
+
+    @property
+    def num_blocks(self) -> int:
+        return sum(self.depths)
+
+    def resolution(self, stage: int) -> int:
+        """Spatial size of stage ``stage`` (0-based): ceil(image / 2**(stage + 2))."""
+        return -(-self.image_size // 2 ** (stage + 2))
+
+    def iter_blocks(self) -> Iterator[tuple[int, int, BlockConfig]]:
+        """Yield (stage index, block index, block) in network order."""
+        for i, stage in enumerate(self.stages):
+            for j, block in enumerate(stage.blocks):
+                yield i, j, block
+
+    def summary(self) -> str:
+        """Compact one-line description, e.g. ``w32-48-96-176 d2-2-6-4 a0-0-2-2``."""
+        w = "-".join(str(x) for x in self.widths)
+        d = "-".join(str(x) for x in self.depths)
+        a = "-".join(str(s.num_attn) for s in self.stages)
+        e = "/".join("".join(str(x) for x in s) for s in self.expansions)
+        return f"w{w} d{d} a{a} e{e}"
+
+    def replace(self, **changes: Any) -> "ArchConfig":
+        """A copy with some top-level fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    # ------------------------------------------------------------ conversion
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "image_size": self.image_size,
+            "num_classes": self.num_classes,
+            "distillation": self.distillation,
+            "drop_path_rate": self.drop_path_rate,
+            "stages": [
+                {"width": s.width, "blocks": [{"type": b.type, "expansion": b.expansion} for b in s.blocks]}
+                for s in self.stages
+            ],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "arch") -> "ArchConfig":
+        """Build from a plain mapping (e.g. parsed YAML or a Hydra node); every error names its field."""
+        return _parse(data, source)
+
+    @classmethod
+    def from_parts(
+        cls,
+        widths: Sequence[int],
+        expansions: Sequence[Sequence[int]],
+        num_attn: Sequence[int] = (0, 0, 0, 0),
+        **kwargs: Any,
+    ) -> "ArchConfig":
+        """Build from widths, per-block expansions and per-stage attention counts (attention blocks last)."""
+        stages = []
+        for width, exps, n_attn in zip(widths, expansions, num_attn):
+            n = len(exps)
+            blocks = tuple(
+                BlockConfig("attn" if j >= n - n_attn else "ffn", int(e)) for j, e in enumerate(exps)
+            )
+            stages.append(StageConfig(int(width), blocks))
+        return cls(stages=tuple(stages), **kwargs)
+
+    def to_yaml(self, path: str | os.PathLike | None = None) -> str:
+        """Serialise to YAML (blocks in flow style); write atomically to ``path`` if given."""
+        lines = [
+            f"name: {self.name}",
+            f"image_size: {self.image_size}",
+            f"num_classes: {self.num_classes}",
+            f"distillation: {str(self.distillation).lower()}",
+            f"drop_path_rate: {self.drop_path_rate!r}",
+            "stages:",
+        ]
+        for s in self.stages:
+            lines.append(f"  - width: {s.width}")
+            lines.append("    blocks:")
+            for b in s.blocks:
+                lines.append(f"      - {{type: {b.type}, expansion: {b.expansion}}}")
+        text = "\n".join(lines) + "\n"
+        if path is not None:
+            from supernet.io_utils import atomic_write_text
+
+            atomic_write_text(path, text)
+        return text
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike) -> "ArchConfig":
+        """Load and validate a YAML file; errors name the file and the field."""
+        from omegaconf import OmegaConf
+
+        p = Path(path)
+        if not p.is_file():
+            raise ArchConfigError(f"{p}: architecture file not found")
+        try:
+            data = OmegaConf.to_container(OmegaConf.load(p), resolve=True)
+        except Exception as exc:  # malformed YAML
+            raise ArchConfigError(f"{p}: not valid YAML ({exc.__class__.__name__}: {exc})".splitlines()[0]) from None
+        if not isinstance(data, dict):
+            raise ArchConfigError(f"{p}: expected a mapping at the top level")
+        return _parse(data, str(p))
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> "ArchConfig":
+        """One of the released configurations (s0, s1, s2, l), loaded from conf/arch/<name>.yaml."""
+        key = name.lower()
+        if key not in PRESETS:
+            raise ArchConfigError(f"unknown preset {name!r}: expected one of {', '.join(PRESETS)}")
+        arch = cls.from_yaml(preset_path(key))
+        return arch.replace(**overrides) if overrides else arch
+
+    @classmethod
+    def resolve(cls, spec: "str | os.PathLike | Mapping[str, Any] | ArchConfig", **overrides: Any) -> "ArchConfig":
+        """Accept a preset name, a YAML path, a mapping or an ArchConfig."""
+        if isinstance(spec, ArchConfig):
+            arch = spec
+        elif isinstance(spec, Mapping):
+            arch = cls.from_dict(spec)
+        elif str(spec).lower() in PRESETS:
+            arch = cls.preset(str(spec))
+        elif not Path(spec).is_file():
+            raise ArchConfigError(
+                f"arch {str(spec)!r} is neither a preset ({', '.join(PRESETS)}) nor an existing YAML file"
+            )
+        else:
+            arch = cls.from_yaml(spec)
+        return arch.replace(**overrides) if overrides else arch
+
+
+def preset_path(name: str) -> Path:
+    """Path of a preset YAML inside the installed ``conf`` package."""
+    return Path(str(importlib.resources.files("conf") / "arch" / f"{name}.yaml"))
+
+
+# --------------------------------------------------------------------- parsing
+_TOP_KEYS = ("name", "image_size", "num_classes", "distillation", "drop_path_rate", "stages")
+
+
+def _unknown_keys(data: Mapping[str, Any], allowed: Sequence[str], where: str) -> None:
+    extra = [k for k in data if k not in allowed]
+    if extra:
+        raise ArchConfigError(
+            f"{where}: unknown key(s) {', '.join(map(str, extra))}; allowed: {', '.join(allowed)}"
+        )
+
+
+def _as_int(value: Any, field: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ArchConfigError(f"{field}: {value!r} is not an integer")
+    return value
+
+
+def _parse(data: Mapping[str, Any], source: str) -> ArchConfig:
+    if not isinstance(data, Mapping):
+        raise ArchConfigError(f"{source}: expected a mapping, got {type(data).__name__}")
+    _unknown_keys(data, _TOP_KEYS, source)
+    if "stages" not in data:
+        raise ArchConfigError(f"{source}: missing required key 'stages'")
+    raw_stages = data["stages"]
+    if not isinstance(raw_stages, Sequence) or isinstance(raw_stages, (str, bytes)):
+        raise ArchConfigError(f"stages: expected a list of {NUM_STAGES} stages")
+    stages = []
+    for i, raw in enumerate(raw_stages):
+        if not isinstance(raw, Mapping):
+            raise ArchConfigError(f"stages[{i}]: expected a mapping with 'width' and 'blocks'")
+        _unknown_keys(raw, ("width", "blocks"), f"stages[{i}]")
+        for key in ("width", "blocks"):
+            if key not in raw:
+                raise ArchConfigError(f"stages[{i}]: missing required key '{key}'")
+        raw_blocks = raw["blocks"]
+        if not isinstance(raw_blocks, Sequence) or isinstance(raw_blocks, (str, bytes)):
+            raise ArchConfigError(f"stages[{i}].blocks: expected a list of blocks")
+        blocks = []
+        for j, rb in enumerate(raw_blocks):
+            where = f"stages[{i}].blocks[{j}]"
+            if not isinstance(rb, Mapping):
+                raise ArchConfigError(f"{where}: expected a mapping with 'type' and 'expansion'")
+            _unknown_keys(rb, ("type", "expansion"), where)
+            for key in ("type", "expansion"):
+                if key not in rb:
+                    raise ArchConfigError(f"{where}: missing required key '{key}'")
+            blocks.append(BlockConfig(type=rb["type"], expansion=rb["expansion"]))
+        stages.append(StageConfig(width=raw["width"], blocks=tuple(blocks)))
+    kwargs = {k: data[k] for k in _TOP_KEYS if k in data and k != "stages"}
+    return ArchConfig(stages=tuple(stages), **kwargs)
+
+
+def _validate(arch: ArchConfig) -> None:
+    if not isinstance(arch.name, str) or not arch.name:
+        raise ArchConfigError(f"name: {arch.name!r} is not a non-empty string")
+    size = _as_int(arch.image_size, "image_size")
+    if size <= 0:
+        raise ArchConfigError(f"image_size: image size {size} must be positive")
+    if size % IMAGE_MULTIPLE:
+        raise ArchConfigError(f"image_size: image size {size} is not a multiple of {IMAGE_MULTIPLE}")
+    classes = _as_int(arch.num_classes, "num_classes")
+    if classes < 1:
+        raise ArchConfigError(f"num_classes: {classes} must be at least 1")
+    if not isinstance(arch.distillation, bool):
+        raise ArchConfigError(f"distillation: {arch.distillation!r} is not true or false")
+    dpr = arch.drop_path_rate
+    if isinstance(dpr, bool) or not isinstance(dpr, (int, float)) or not 0.0 <= dpr < 1.0:
+        raise ArchConfigError(f"drop_path_rate: {dpr!r} must be a number in [0, 1)")
+    if len(arch.stages) != NUM_STAGES:
+        raise ArchConfigError(f"stages: expected exactly {NUM_STAGES} stages, got {len(arch.stages)}")
+    for i, stage in enumerate(arch.stages):
+        width = _as_int(stage.width, f"stages[{i}].width")
+        if width <= 0 or width % WIDTH_MULTIPLE:
+            raise ArchConfigError(f"stages[{i}].width: {width} is not a positive multiple of {WIDTH_MULTIPLE}")
+        if not stage.blocks:
+            raise ArchConfigError(f"stages[{i}].blocks: a stage needs at least one block")
+        for j, block in enumerate(stage.blocks):
+            where = f"stages[{i}].blocks[{j}]"
+            if block.type not in BLOCK_TYPES:
+                raise ArchConfigError(f"{where}.type: {block.type!r} is not one of {', '.join(BLOCK_TYPES)}")
+            if block.type == "attn" and i not in ATTN_STAGES:
+                raise ArchConfigError(
+                    f"{where}.type: attention blocks are only allowed in stages 3 and 4 (this is stage {i + 1})"
+                )
+            exp = block.expansion
+            if isinstance(exp, bool) or exp not in ALLOWED_EXPANSIONS or not isinstance(exp, int):
+                raise ArchConfigError(
+                    f"{where}.expansion: {exp!r} is not one of {', '.join(map(str, ALLOWED_EXPANSIONS))}"
+                )

@@ -1,0 +1,218 @@
+"""Block signatures: the one enumeration of a network's pieces, with their analytic costs.
+
+A network is the sequence stem, blocks and embeddings, head. Each piece is identified by a
+:class:`BlockSignature` (kind plus the shapes that determine its cost). The MAC/parameter counter,
+the latency lookup table and the model builder all enumerate networks through
+:func:`arch_signatures`, so a block is described, counted, measured and built the same way
+everywhere.
+
+MACs count convolutions, linear layers and the two attention matmuls (q.k and attn.v), and skip
+BatchNorm, activations, softmax, resizing and additions - the release's profiler convention.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Iterator
+
+from supernet.arch import ArchConfig
+
+# Attention constants of EfficientFormerV2 (fixed by the architecture).
+ATTN_KEY_DIM, ATTN_HEADS, ATTN_RATIO = 32, 8, 4
+DOWN_KEY_DIM, DOWN_HEADS, DOWN_RATIO = 16, 8, 4
+
+KINDS = ("stem", "ffn", "attn", "embed", "attn_down", "head")
+
+
+def _ceil_half(r: int) -> int:
+    return -(-r // 2)
+
+
+def _conv(cin: int, cout: int, k: int = 1, groups: int = 1, bn: bool = True) -> int:
+    """Parameters of a conv with bias, plus the BN affine pair if ``bn``."""
+    return cout * (cin // groups) * k * k + cout + (2 * cout if bn else 0)
+
+
+@dataclasses.dataclass(frozen=True, order=True)
+class BlockSignature:
+    """What determines one piece's cost: kind, channel widths, input resolution and options.
+
+    kinds and their fields:
+      stem      in_width=3, out_width=C0, resolution=image size
+      ffn       in_width=out_width=C, expansion, resolution
+      attn      in_width=out_width=C, expansion (of its FFN), resolution, stride (2 in stage 3, else 1)
+      embed     in_width, out_width, resolution (input; output is ceil(r/2)); conv3x3 s2 + BN
+      attn_down in_width, out_width, resolution (input); the attention-downsampling branch (stage 3->4)
+      head      in_width=C, out_width=classes, resolution, heads (1, or 2 with distillation)
+    """
+
+    kind: str
+    in_width: int
+    out_width: int
+    resolution: int
+    expansion: int = 0
+    stride: int = 1
+    heads: int = 0
+
+    @property
+    def key(self) -> str:
+        """Stable text key, e.g. ``ffn-c96-e4-r14`` (used as the LUT index)."""
+        k = self.kind
+        if k == "stem":
+            return f"stem-c{self.out_width}-r{self.resolution}"
+        if k == "ffn":
+            return f"ffn-c{self.in_width}-e{self.expansion}-r{self.resolution}"
+        if k == "attn":
+            return f"attn-c{self.in_width}-e{self.expansion}-r{self.resolution}-s{self.stride}"
+        if k in ("embed", "attn_down"):
+            return f"{k}-c{self.in_width}-{self.out_width}-r{self.resolution}"
+        return f"head-c{self.in_width}-k{self.out_width}-h{self.heads}-r{self.resolution}"
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of this piece's input tensor."""
+        return (self.in_width, self.resolution, self.resolution)
+
+    @property
+    def params(self) -> int:
+        return signature_params(self)
+
+    @property
+    def macs(self) -> int:
+        return signature_macs(self)
+
+
+# ------------------------------------------------------------------ cost formulas
+def _ffn_params(c: int, e: int) -> int:
+    h = c * e
+    return _conv(c, h) + _conv(h, h, 3, groups=h) + _conv(h, c) + c  # + layer scale
+
+
+def _ffn_macs(c: int, e: int, r: int) -> int:
+    h = c * e
+    return r * r * (c * h + 9 * h + h * c)
+
+
+def _attention_params(c: int, r: int, stride: int) -> int:
+    kd, dh = ATTN_KEY_DIM * ATTN_HEADS, ATTN_KEY_DIM * ATTN_RATIO * ATTN_HEADS
+    n = _ceil_half(r) ** 2 if stride == 2 else r * r
+    p = _conv(c, c, 3, groups=c) if stride == 2 else 0
+    p += 2 * _conv(c, kd) + _conv(c, dh) + _conv(dh, dh, 3, groups=dh)
+    p += 2 * _conv(ATTN_HEADS, ATTN_HEADS, bn=False) + _conv(dh, c)
+    return p + ATTN_HEADS * n + c  # bias table + layer scale
+
+
+def _attention_macs(c: int, r: int, stride: int) -> int:
+    kd, dh = ATTN_KEY_DIM * ATTN_HEADS, ATTN_KEY_DIM * ATTN_RATIO * ATTN_HEADS
+    ra = _ceil_half(r) if stride == 2 else r
+    n = ra * ra
+    m = n * c * 9 if stride == 2 else 0
+    m += n * c * (2 * kd + dh) + n * dh * 9
+    m += n * n * (kd + dh)  # q.k and attn.v
+    m += 2 * n * n * ATTN_HEADS * ATTN_HEADS  # talking heads
+    return m + r * r * dh * c  # projection at full resolution
+
+
+def _attn_down_params(cin: int, cout: int, r: int) -> int:
+    kd, dh = DOWN_KEY_DIM * DOWN_HEADS, DOWN_KEY_DIM * DOWN_RATIO * DOWN_HEADS
+    p = _conv(cin, cin, 3, groups=cin, bn=False) + _conv(cin, kd)  # local-global query
+    p += _conv(cin, kd) + _conv(cin, dh) + _conv(dh, dh, 3, groups=dh) + _conv(dh, cout)
+    return p + DOWN_HEADS * r * r
+
+
+def _attn_down_macs(cin: int, cout: int, r: int) -> int:
+    kd, dh = DOWN_KEY_DIM * DOWN_HEADS, DOWN_KEY_DIM * DOWN_RATIO * DOWN_HEADS
+    n, n2 = r * r, _ceil_half(r) ** 2
+    m = n2 * cin * 9 + n2 * cin * kd  # query
+    m += n * cin * (kd + dh) + n2 * dh * 9
+    m += n2 * n * (kd + dh)
+    return m + n2 * dh * cout
+
+
+@functools.lru_cache(maxsize=None)
+def signature_params(sig: BlockSignature) -> int:
+    """Trainable parameters (incl. attention-bias tables and layer scales) of one piece."""
+    k, c = sig.kind, sig.in_width
+    if k == "stem":
+        half = sig.out_width // 2
+        return _conv(3, half, 3) + _conv(half, sig.out_width, 3)
+    if k == "ffn":
+        return _ffn_params(c, sig.expansion)
+    if k == "attn":
+        return _attention_params(c, sig.resolution, sig.stride) + _ffn_params(c, sig.expansion)
+    if k == "embed":
+        return _conv(c, sig.out_width, 3)
+    if k == "attn_down":
+        return _attn_down_params(c, sig.out_width, sig.resolution)
+    if k == "head":
+        return 2 * c + sig.heads * (c * sig.out_width + sig.out_width)
+    raise ValueError(f"unknown signature kind {k!r}")
+
+
+@functools.lru_cache(maxsize=None)
+def signature_macs(sig: BlockSignature) -> int:
+    """Multiply-accumulates of one piece for a batch of one."""
+    k, c, r = sig.kind, sig.in_width, sig.resolution
+    if k == "stem":
+        half, r1 = sig.out_width // 2, _ceil_half(r)
+        r2 = _ceil_half(r1)
+        return r1 * r1 * half * 3 * 9 + r2 * r2 * sig.out_width * half * 9
+    if k == "ffn":
+        return _ffn_macs(c, sig.expansion, r)
+    if k == "attn":
+        return _attention_macs(c, r, sig.stride) + _ffn_macs(c, sig.expansion, r)
+    if k == "embed":
+        ro = _ceil_half(r)
+        return ro * ro * sig.out_width * c * 9
+    if k == "attn_down":
+        return _attn_down_macs(c, sig.out_width, r)
+    if k == "head":
+        return sig.heads * c * sig.out_width
+    raise ValueError(f"unknown signature kind {k!r}")
+
+
+# ------------------------------------------------------------------ enumeration
+def stem_signature(width: int, image_size: int) -> BlockSignature:
+    return BlockSignature("stem", 3, width, image_size)
+
+
+def block_signature(stage: int, block_type: str, width: int, expansion: int, resolution: int) -> BlockSignature:
+    """Signature of an FFN or attention block of stage ``stage`` (0-based)."""
+    if block_type == "attn":
+        return BlockSignature("attn", width, width, resolution, expansion, stride=2 if stage == 2 else 1)
+    return BlockSignature("ffn", width, width, resolution, expansion)
+
+
+def embedding_signatures(stage: int, in_width: int, out_width: int, resolution: int) -> tuple[BlockSignature, ...]:
+    """Pieces of the embedding that enters stage ``stage`` (1..3) from a map of size ``resolution``."""
+    embed = BlockSignature("embed", in_width, out_width, resolution)
+    if stage == 3:
+        return embed, BlockSignature("attn_down", in_width, out_width, resolution)
+    return (embed,)
+
+
+def head_signature(width: int, num_classes: int, distillation: bool, resolution: int) -> BlockSignature:
+    return BlockSignature("head", width, num_classes, resolution, heads=2 if distillation else 1)
+
+
+def arch_signatures(arch: ArchConfig) -> Iterator[BlockSignature]:
+    """Every piece of ``arch`` in network order: stem, stage blocks and embeddings, head."""
+    yield stem_signature(arch.widths[0], arch.image_size)
+    for i, stage in enumerate(arch.stages):
+        if i > 0:
+            yield from embedding_signatures(i, arch.widths[i - 1], stage.width, arch.resolution(i - 1))
+        for block in stage.blocks:
+            yield block_signature(i, block.type, stage.width, block.expansion, arch.resolution(i))
+    yield head_signature(arch.widths[-1], arch.num_classes, arch.distillation, arch.resolution(3))
+
+
+@functools.lru_cache(maxsize=65536)
+def count_params(arch: ArchConfig) -> int:
+    """Exact trainable-parameter count of ``build_model(arch)``, computed without building it."""
+    return sum(signature_params(s) for s in arch_signatures(arch))
+
+
+@functools.lru_cache(maxsize=65536)
+def count_macs(arch: ArchConfig) -> int:
+    """MACs of ``build_model(arch)`` for one image (convs, linears, the two attention matmuls)."""
+    return sum(signature_macs(s) for s in arch_signatures(arch))

@@ -1,0 +1,15 @@
+"""Shared pytest fixtures."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from helpers import S0_FIXTURE
+
+
+@pytest.fixture(scope="session")
+def s0_fixture() -> Path:
+    if not (S0_FIXTURE / "eformer_s0_random.pth").is_file():
+        pytest.fail(f"reference fixture missing: {S0_FIXTURE} (CI checks out ../shared beside the repo)")
+    return S0_FIXTURE

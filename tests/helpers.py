@@ -1,0 +1,52 @@
+"""Test helpers: paths to ../shared fixtures, random valid architectures, BN randomisation."""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import torch
+
+from supernet.arch import ALLOWED_EXPANSIONS, ArchConfig, BlockConfig, StageConfig
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+S0_FIXTURE = SHARED / "fixtures" / "official_efficientformerv2_s0"
+
+torch.set_num_threads(2)
+
+
+def random_arch(rng: random.Random, image_sizes=(32, 64, 96, 128, 224)) -> ArchConfig:
+    """A random valid ArchConfig (attention blocks anywhere in stages 3-4, any order)."""
+    stages = []
+    for i in range(4):
+        width = 8 * rng.randint(1, 12)
+        blocks = []
+        for _ in range(rng.randint(1, 4)):
+            kind = "attn" if i >= 2 and rng.random() < 0.4 else "ffn"
+            blocks.append(BlockConfig(kind, rng.choice(ALLOWED_EXPANSIONS)))
+        stages.append(StageConfig(width, tuple(blocks)))
+    return ArchConfig(
+        stages=tuple(stages),
+        image_size=rng.choice(image_sizes),
+        num_classes=rng.randint(1, 50),
+        distillation=rng.random() < 0.5,
+        drop_path_rate=rng.choice([0.0, 0.1]),
+    )
+
+
+@torch.no_grad()
+def randomize_stats(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Non-trivial BN statistics, layer scales and bias tables, so folding/export checks can fail."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+            m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
+            m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
+    for name, p in model.named_parameters():
+        if name.endswith("gamma"):
+            p.copy_(torch.rand(p.shape, generator=g) * 0.8 + 0.2)
+        elif name.endswith("attention_biases"):
+            p.copy_(torch.randn(p.shape, generator=g))
+    return model
