@@ -66,19 +66,37 @@ def measure(fn: Callable[[], object], protocol: Protocol = Protocol()) -> Stats:
     return Stats.of([time_once(fn, protocol.number) for _ in range(protocol.repeats)])
 
 
-def measure_interleaved(
-    fns: Mapping[str, Callable[[], object]], protocol: Protocol = Protocol(), seed: int = 0
+def measure_samplers(
+    samplers: Mapping[str, Callable[[], float]],
+    warmups: Mapping[str, Callable[[], object]],
+    protocol: Protocol = Protocol(),
+    seed: int = 0,
 ) -> dict[str, Stats]:
-    """Time several callables round-robin, one sample of each per round in a freshly shuffled order,
-    so machine drift and "who runs after whom" effects are shared alike."""
-    for fn in fns.values():
-        for _ in range(protocol.warmup):
-            fn()
-    samples: dict[str, list[float]] = {k: [] for k in fns}
-    order = list(fns)
+    """Collect ``protocol.repeats`` samples (ms) from each sampler round-robin, in a freshly shuffled
+    order every round, after running each warm-up; drift and "who runs after whom" effects are shared."""
+    for warm in warmups.values():
+        warm()
+    samples: dict[str, list[float]] = {k: [] for k in samplers}
+    order = list(samplers)
     rng = random.Random(seed)
     for _ in range(protocol.repeats):
         rng.shuffle(order)
         for key in order:
-            samples[key].append(time_once(fns[key], protocol.number))
+            samples[key].append(samplers[key]())
     return {k: Stats.of(v) for k, v in samples.items()}
+
+
+def measure_interleaved(
+    fns: Mapping[str, Callable[[], object]], protocol: Protocol = Protocol(), seed: int = 0
+) -> dict[str, Stats]:
+    """Time several callables interleaved (see :func:`measure_samplers`)."""
+
+    def warm(fn: Callable[[], object]) -> Callable[[], None]:
+        return lambda: [fn() for _ in range(protocol.warmup)]
+
+    return measure_samplers(
+        {k: (lambda f=fn: time_once(f, protocol.number)) for k, fn in fns.items()},
+        {k: warm(fn) for k, fn in fns.items()},
+        protocol,
+        seed,
+    )

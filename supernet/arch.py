@@ -87,7 +87,7 @@ class ArchConfig:
 
     def resolution(self, stage: int) -> int:
         """Spatial size of stage ``stage`` (0-based): ceil(image / 2**(stage + 2))."""
-        return -(-self.image_size // 2 ** (stage + 2))
+        return stage_resolution(self.image_size, stage)
 
     def iter_blocks(self) -> Iterator[tuple[int, int, BlockConfig]]:
         """Yield (stage index, block index, block) in network order."""
@@ -207,6 +207,11 @@ class ArchConfig:
         else:
             arch = cls.from_yaml(spec)
         return arch.replace(**overrides) if overrides else arch
+
+
+def stage_resolution(image_size: int, stage: int) -> int:
+    """Spatial size of stage ``stage`` (0-based) for an input of ``image_size``: ceil(image / 2**(stage + 2))."""
+    return -(-image_size // 2 ** (stage + 2))
 
 
 def preset_path(name: str) -> Path:

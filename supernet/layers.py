@@ -42,6 +42,91 @@ def sliced_batch_norm(x: torch.Tensor, bn: nn.BatchNorm2d, channels: int) -> tor
     )
 
 
+# ---------------------------------------------------------------- depthwise 3x3 conv
+TINY_MAP = 4  # output pixels at or below which the weight gradient is reduced here, not by oneDNN
+
+
+def _tiny_weight_grad(x: torch.Tensor, grad: torch.Tensor, stride: int) -> torch.Tensor:
+    """d(loss)/d(weight) of a depthwise 3x3 conv (padding 1) as 9 per-channel dot products over the
+    valid (input, output) pixel pairs of each tap, with channels innermost (fast column sums)."""
+    C, H, W = x.shape[1:]
+    ho, wo = grad.shape[2:]
+    xc = x.permute(0, 2, 3, 1)
+    gc = grad.permute(0, 2, 3, 1)
+
+    def valid(k: int, size: int, out: int) -> tuple[int, int]:  # output index range reading input p*s+k-1
+        lo = max(0, -(-(1 - k) // stride))
+        hi = min(out - 1, (size - k) // stride)
+        return lo, hi
+
+    taps = []
+    for i in range(3):
+        p0, p1 = valid(i, H, ho)
+        for j in range(3):
+            q0, q1 = valid(j, W, wo)
+            if p1 < p0 or q1 < q0:
+                taps.append(x.new_zeros(C))
+                continue
+            xs = xc[:, p0 * stride + i - 1 : p1 * stride + i : stride, q0 * stride + j - 1 : q1 * stride + j : stride]
+            taps.append((xs * gc[:, p0 : p1 + 1, q0 : q1 + 1]).sum((0, 1, 2)))
+    return torch.stack(taps, 1).view(C, 1, 3, 3)
+
+
+def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stride, padding) -> torch.Tensor:
+    """F.conv2d, with two training-time shortcuts (the fused convolution backward is slow there):
+    the bias is added separately (its gradient becomes a plain sum), and a 1x1 conv on a map of at
+    most TINY_MAP pixels runs as a matrix product."""
+    if not (torch.is_grad_enabled() and bias.requires_grad):
+        return F.conv2d(x, weight, bias, stride, padding)
+    B, C, H, W = x.shape
+    if weight.shape[2:] == (1, 1) and H * W <= TINY_MAP and tuple(stride) == (1, 1):
+        out = torch.matmul(weight.reshape(weight.shape[0], C), x.reshape(B, C, H * W)) + bias.view(1, -1, 1)
+        return out.view(B, -1, H, W)
+    return F.conv2d(x, weight, None, stride, padding) + bias.view(1, -1, 1, 1)
+
+
+class _DepthwiseConv3x3(torch.autograd.Function):
+    """Depthwise 3x3 conv (padding 1) with a faster backward on CPU.
+
+    PyTorch's fused convolution backward spends milliseconds on the bias gradient of a depthwise
+    conv at any size, and on the weight gradient on 1x1 and 2x2 maps (stages 3-4 at small image
+    sizes), which made those up to half of a supernet training step. Here the bias gradient is a
+    plain sum, the weight gradient of tiny maps comes from :func:`_tiny_weight_grad`, and oneDNN
+    computes the rest.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, stride: int):
+        ctx.save_for_backward(x, weight)
+        ctx.stride = stride
+        return F.conv2d(x, weight, bias, stride, 1, 1, x.shape[1])
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        s = ctx.stride
+        need_x, need_w, need_b, _ = ctx.needs_input_grad
+        tiny = grad.shape[2] * grad.shape[3] <= TINY_MAP
+        gx = gw = gb = None
+        if need_x or (need_w and not tiny):
+            gx, gw, _ = torch.ops.aten.convolution_backward(
+                grad.contiguous(), x, weight, None, [s, s], [1, 1], [1, 1], False, [0, 0], x.shape[1],
+                [need_x, need_w and not tiny, False],
+            )
+        if need_w and tiny:
+            gw = _tiny_weight_grad(x, grad, s)
+        if need_b:
+            gb = grad.sum((0, 2, 3))
+        return gx, gw, gb, None
+
+
+def depthwise_conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stride: int) -> torch.Tensor:
+    """Depthwise 3x3 conv with padding 1 (``weight`` (C, 1, 3, 3) matching ``x``'s channels)."""
+    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+        return _DepthwiseConv3x3.apply(x, weight, bias, stride)
+    return F.conv2d(x, weight, bias, stride, 1, 1, x.shape[1])
+
+
 # ---------------------------------------------------------------- conv + BN (+ GELU)
 class ConvNorm(nn.Module):
     """Conv2d with bias, then BatchNorm2d (removed by :meth:`fuse_`), then optionally GELU."""
@@ -56,8 +141,8 @@ class ConvNorm(nn.Module):
         act: bool = False,
     ) -> None:
         super().__init__()
-        if depthwise and in_channels != out_channels:
-            raise ValueError("a depthwise ConvNorm needs in_channels == out_channels")
+        if depthwise and (in_channels != out_channels or kernel_size != 3):
+            raise ValueError("a depthwise ConvNorm is 3x3 with in_channels == out_channels")
         self.conv = nn.Conv2d(
             in_channels,
             out_channels,
@@ -71,7 +156,11 @@ class ConvNorm(nn.Module):
         self.act = act
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv(x)
+        conv = self.conv
+        if self.depthwise:
+            x = depthwise_conv3x3(x, conv.weight, conv.bias, conv.stride[0])
+        else:
+            x = conv2d(x, conv.weight, conv.bias, conv.stride, conv.padding)
         if self.bn is not None:
             x = self.bn(x)
         return F.gelu(x) if self.act else x
@@ -97,11 +186,11 @@ class ElasticConvNorm(ConvNorm):
         cin = x.shape[1]
         conv = self.conv
         if self.depthwise:
-            cout, weight = cin, conv.weight[:cin]
+            cout = cin
+            x = depthwise_conv3x3(x, conv.weight[:cin], conv.bias[:cin], conv.stride[0])
         else:
             cout = self.active_out or conv.out_channels
-            weight = conv.weight[:cout, :cin]
-        x = F.conv2d(x, weight, conv.bias[:cout], conv.stride, conv.padding, 1, cin if self.depthwise else 1)
+            x = conv2d(x, conv.weight[:cout, :cin], conv.bias[:cout], conv.stride, conv.padding)
         x = sliced_batch_norm(x, self.bn, cout)
         return F.gelu(x) if self.act else x
 
@@ -113,13 +202,16 @@ class DepthwiseConv(nn.Conv2d):
     def __init__(self, channels: int, stride: int = 1) -> None:
         super().__init__(channels, channels, 3, stride, 1, groups=channels)
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return depthwise_conv3x3(x, self.weight, self.bias, self.stride[0])
+
 
 class ElasticDepthwiseConv(DepthwiseConv):
     """DepthwiseConv over the first ``x.shape[1]`` channels."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c = x.shape[1]
-        return F.conv2d(x, self.weight[:c], self.bias[:c], self.stride, self.padding, 1, c)
+        return depthwise_conv3x3(x, self.weight[:c], self.bias[:c], self.stride[0])
 
 
 # ---------------------------------------------------------------- BatchNorm

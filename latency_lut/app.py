@@ -1,0 +1,78 @@
+"""``eformer-lut``: build, validate and inspect latency lookup tables (Hydra app; conf/eformer_lut.yaml).
+
+    eformer-lut build space=efficientformerv2 device=ort image_size=224
+    eformer-lut validate                    # fit the correction, report accuracy, write the scatter PNG
+    eformer-lut show
+    eformer-lut build device=command device.command='adb ... {onnx} ...' device.regex='avg=([0-9.]+)'
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from latency_lut.backends import make_backend
+from latency_lut.build import build_lut
+from latency_lut.lut import LatencyLUT
+from latency_lut.timing import Protocol
+from latency_lut.validate import validate_lut
+from supernet.errors import UserError, report_user_errors
+from supernet.space import SearchSpace
+
+COMMANDS = ("build", "validate", "show")
+
+
+def _protocol(cfg: DictConfig) -> Protocol:
+    return Protocol(**OmegaConf.to_container(cfg, resolve=True))
+
+
+def run_lut(cfg: DictConfig) -> dict:
+    """Run ``cfg.command`` and return a small summary."""
+    space = SearchSpace.from_dict(OmegaConf.to_container(cfg.space, resolve=True))
+    out = Path(cfg.out)
+    if cfg.command == "show":
+        lut = LatencyLUT.load(out)
+        print(lut.describe())
+        return {"entries": len(lut)}
+    backend = make_backend(OmegaConf.to_container(cfg.device, resolve=True))
+    if cfg.command == "build":
+        lut = build_lut(space, backend, out, int(cfg.image_size), int(cfg.num_classes), bool(cfg.distillation),
+                        int(cfg.batch_size), _protocol(cfg.lut.protocol), str(cfg.device.name), bool(cfg.lut.progress),
+                        cfg.lut.get("limit"))
+        print(f"eformer-lut: {out} has {len(lut)} entries (complete={lut.meta['complete']}); CSV: {out.with_suffix('.csv')}")
+        return {"entries": len(lut), "complete": lut.meta["complete"]}
+    if cfg.command == "validate":
+        v = cfg.lut.validate
+        report_dir = Path(v.report_dir) if v.get("report_dir") else out.with_name(out.stem + "-validation")
+        rep = validate_lut(out, space, backend, int(v.members), int(v.seed), _protocol(v.protocol), float(v.fit_fraction),
+                           report_dir, bool(cfg.lut.progress))
+        m = rep["held_out_calibrated"]
+        print(f"eformer-lut: fitted measured = {rep['calibration']['a']:.4f} * sum + {rep['calibration']['b']:.4f} ms "
+              f"on {rep['fit']} members; held-out ({m['n']}): MAPE {m['mape_pct']:.2f}%, "
+              f"within 5% {100 * m['within_5pct']:.0f}%, within 10% {100 * m['within_10pct']:.0f}%, "
+              f"Kendall tau {m['kendall_tau']:.3f}, Spearman rho {m['spearman_rho']:.3f}")
+        for name, p in rep["presets"].items():
+            print(f"  {name.upper():3s} LUT {p['lut_ms']:7.2f} ms  measured {p['measured_ms']:7.2f} ms  ({p['error_pct']:+.1f}%)")
+        print(f"report: {report_dir}/lut_validation.json, {report_dir}/lut_validation.png")
+        return rep
+    raise UserError(f"command: {cfg.command!r} is not one of {', '.join(COMMANDS)}")
+
+
+@hydra.main(config_path="../conf", config_name="eformer_lut", version_base="1.3")
+@report_user_errors("eformer-lut")
+def _hydra_main(cfg: DictConfig) -> None:
+    run_lut(cfg)
+
+
+def main() -> None:
+    """``eformer-lut COMMAND [overrides...]``: the command becomes the ``command=`` override."""
+    if len(sys.argv) > 1 and sys.argv[1] in COMMANDS:
+        sys.argv = [sys.argv[0], f"command={sys.argv[1]}", *sys.argv[2:]]
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,177 @@
+"""Device backends behind one interface (conf/device/*.yaml).
+
+A backend prepares a network or piece once (export, session) and then yields latency samples:
+
+* ``ort``: onnxruntime with chosen execution providers, intra/inter-op threads and graph
+  optimisation level (default ``all``, what deployment uses); the ONNX is the portable deploy form.
+* ``torch``: eager PyTorch (the deploy form by default) with a thread count.
+* ``command``: a real target device. For each exported ONNX file a shell command template runs
+  (e.g. ``adb push`` + a benchmark binary on the phone) and a regex reads the latency (ms) from
+  its output; each sample is one command run. Placeholders: {onnx} {batch} {channels} {height}
+  {width} {input_shape} {warmup} {repeats} {threads}.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+import shlex
+import statistics
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from latency_lut.timing import Protocol, time_once
+from supernet.errors import UserError
+
+BACKENDS = ("ort", "torch", "command")
+
+
+class DeviceError(UserError):
+    """A device configuration that cannot work, or a device command that failed."""
+
+
+@dataclasses.dataclass
+class Prepared:
+    """A network ready to time: ``warmup()`` once, then ``sample()`` -> milliseconds, repeatedly."""
+
+    warmup: Callable[[], None]
+    sample: Callable[[], float]
+    close: Callable[[], None] = lambda: None
+
+
+class Backend:
+    """Strategy interface: ``prepare(module, input_shape, protocol) -> Prepared``."""
+
+    name = "base"
+    self_timed = False  # True: one prepared sample already is a median over the protocol's repeats
+
+    def samples_per_measurement(self, protocol: Protocol) -> int:
+        return 1 if self.self_timed else protocol.repeats
+
+    def settings(self) -> dict[str, Any]:
+        """Everything that affects the measured latency (recorded in the LUT)."""
+        raise NotImplementedError
+
+    def prepare(self, module: nn.Module, input_shape: Sequence[int], protocol: Protocol) -> Prepared:
+        raise NotImplementedError
+
+
+class OrtBackend(Backend):
+    name = "ort"
+
+    def __init__(self, providers: Sequence[str] = ("CPUExecutionProvider",), threads: int = 2,
+                 inter_op_threads: int = 1, graph_optimization: str = "all", allow_spinning: bool = False,
+                 opset: int = 17) -> None:
+        import onnxruntime as ort
+
+        missing = [p for p in providers if p not in ort.get_available_providers()]
+        if missing:
+            raise DeviceError(
+                f"device.providers: {', '.join(missing)} not available in this onnxruntime "
+                f"(available: {', '.join(ort.get_available_providers())})"
+            )
+        self.providers, self.threads, self.inter_op = list(providers), threads, inter_op_threads
+        self.graph_optimization, self.allow_spinning, self.opset = graph_optimization, allow_spinning, opset
+
+    def settings(self) -> dict[str, Any]:
+        return {"backend": "ort", "providers": self.providers, "threads": self.threads,
+                "inter_op_threads": self.inter_op, "graph_optimization": self.graph_optimization,
+                "allow_spinning": self.allow_spinning, "opset": self.opset}
+
+    def prepare(self, module: nn.Module, input_shape: Sequence[int], protocol: Protocol) -> Prepared:
+        from supernet.onnx_export import onnx_bytes, ort_session
+
+        sess = ort_session(onnx_bytes(module, input_shape, self.opset, dynamic_batch=False), self.threads,
+                           self.inter_op, self.providers, self.graph_optimization, self.allow_spinning)
+        feed = {sess.get_inputs()[0].name: np.random.default_rng(0).standard_normal(tuple(input_shape), dtype=np.float32)}
+        run = lambda: sess.run(None, feed)  # noqa: E731
+        return Prepared(lambda: [run() for _ in range(protocol.warmup)], lambda: time_once(run, protocol.number))
+
+
+class TorchBackend(Backend):
+    name = "torch"
+
+    def __init__(self, threads: int = 2, deploy: bool = True) -> None:
+        self.threads, self.deploy = threads, deploy
+
+    def settings(self) -> dict[str, Any]:
+        return {"backend": "torch", "threads": self.threads, "deploy": self.deploy}
+
+    def prepare(self, module: nn.Module, input_shape: Sequence[int], protocol: Protocol) -> Prepared:
+        from supernet.deploy import fuse
+
+        torch.set_num_threads(self.threads)
+        net = fuse(module) if self.deploy else module.eval()
+        x = torch.randn(*input_shape)
+
+        def run() -> None:
+            with torch.inference_mode():
+                net(x)
+
+        return Prepared(lambda: [run() for _ in range(protocol.warmup)], lambda: time_once(run, protocol.number))
+
+
+class CommandBackend(Backend):
+    name = "command"
+    self_timed = True  # the device's benchmark binary does the warm-up and repeats itself
+
+    def __init__(self, command: str, regex: str, timeout_s: float = 300.0, threads: int = 1, opset: int = 17,
+                 workdir: Optional[str] = None, label: str = "") -> None:
+        if "{onnx}" not in command:
+            raise DeviceError("device.command: the template must contain {onnx} (the exported model's path)")
+        try:
+            self.pattern = re.compile(regex)
+        except re.error as exc:
+            raise DeviceError(f"device.regex: {regex!r} is not a valid regular expression ({exc})") from None
+        if self.pattern.groups < 1:
+            raise DeviceError(f"device.regex: {regex!r} needs one capture group for the latency in ms")
+        self.command, self.regex, self.timeout, self.threads, self.opset = command, regex, timeout_s, threads, opset
+        self.workdir, self.label = workdir, label
+
+    def settings(self) -> dict[str, Any]:
+        return {"backend": "command", "command": self.command, "regex": self.regex, "threads": self.threads,
+                "opset": self.opset, "label": self.label}
+
+    def _run(self, path: Path, input_shape: Sequence[int], protocol: Protocol) -> float:
+        b, c, h, w = input_shape
+        cmd = self.command.format(onnx=shlex.quote(str(path)), batch=b, channels=c, height=h, width=w,
+                                  input_shape=f"{b},{c},{h},{w}", warmup=protocol.warmup,
+                                  repeats=protocol.repeats, threads=self.threads)
+        try:
+            res = subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=self.timeout, cwd=self.workdir)
+        except subprocess.TimeoutExpired:
+            raise DeviceError(f"device.command timed out after {self.timeout:.0f} s: {cmd}") from None
+        out = res.stdout + res.stderr
+        if res.returncode != 0:
+            tail = out.strip().splitlines()[-1] if out.strip() else ""
+            raise DeviceError(f"device.command exited with {res.returncode}: {cmd} ({tail})")
+        values = [float(m) for m in self.pattern.findall(out)]
+        if not values:
+            raise DeviceError(f"device.regex {self.regex!r} found no latency in the output of: {cmd}")
+        return statistics.median(values)
+
+    def prepare(self, module: nn.Module, input_shape: Sequence[int], protocol: Protocol) -> Prepared:
+        from supernet.onnx_export import export_onnx
+
+        tmp = tempfile.TemporaryDirectory(prefix="eformer-lut-")
+        path = export_onnx(module, Path(tmp.name) / "model.onnx", input_shape, self.opset, dynamic_batch=False)
+        return Prepared(lambda: None, lambda: self._run(path, input_shape, protocol), tmp.cleanup)
+
+
+def make_backend(cfg: Mapping[str, Any]) -> Backend:
+    """A backend from a ``device`` config group (keys: backend, name, and the backend's options)."""
+    cfg = dict(cfg)
+    kind = cfg.pop("backend", None)
+    cfg.pop("name", None)
+    classes = {"ort": OrtBackend, "torch": TorchBackend, "command": CommandBackend}
+    if kind not in classes:
+        raise DeviceError(f"device.backend: {kind!r} is not one of {', '.join(BACKENDS)}")
+    try:
+        return classes[kind](**cfg)
+    except TypeError as exc:
+        raise DeviceError(f"device: bad options for the {kind} backend ({exc})") from None

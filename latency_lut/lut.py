@@ -1,0 +1,159 @@
+"""The latency lookup table: one row per block signature, plus metadata and a calibration.
+
+Stored as parquet (metadata in the schema under ``eformer_lut``) with a CSV export beside it.
+``predict(arch) = a * sum(block latencies) + b`` where (a, b) is the correction fitted by
+``eformer-lut validate`` (1, 0 before that).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+import pandas as pd
+
+from supernet.arch import ArchConfig
+from supernet.errors import UserError
+from supernet.io_utils import atomic_write
+from supernet.signatures import BlockSignature, arch_signatures
+from supernet.space import SearchSpace
+
+LUT_FORMAT = "eformer-lut/1"
+SIG_COLUMNS = [f.name for f in dataclasses.fields(BlockSignature)]
+STAT_COLUMNS = ["median_ms", "iqr_ms", "cv", "min_ms", "n"]
+
+
+class LUTError(UserError):
+    """A LUT that does not fit the request (other space, image size, missing entries)."""
+
+
+class LatencyLUT:
+    """Per-signature latencies of one device, space and image size."""
+
+    def __init__(self, table: pd.DataFrame, meta: dict[str, Any]) -> None:
+        self.table = table.reset_index(drop=True)
+        self.meta = meta
+        self._index()
+
+    def _index(self) -> None:
+        self._ms: dict[BlockSignature, float] = {
+            BlockSignature(*row[:-1]): row[-1]
+            for row in self.table[SIG_COLUMNS + ["median_ms"]].itertuples(index=False, name=None)
+        }
+        cal = self.meta.get("calibration") or {}
+        self.a, self.b = float(cal.get("a", 1.0)), float(cal.get("b", 0.0))
+
+    # ------------------------------------------------------------------ identity
+    @property
+    def image_size(self) -> int:
+        return int(self.meta["image_size"])
+
+    @property
+    def context(self) -> dict[str, Any]:
+        """The deployment context the pieces were measured in."""
+        return {k: self.meta[k] for k in ("image_size", "num_classes", "distillation")}
+
+    def in_context(self, arch: ArchConfig) -> ArchConfig:
+        """``arch`` as deployed in this LUT's context (image size, classes, heads)."""
+        return arch.replace(**self.context)
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    # ------------------------------------------------------------------ prediction
+    def add(self, sig: BlockSignature, stats: dict[str, float]) -> None:
+        row = {**dataclasses.asdict(sig), "key": sig.key, **stats, "params": sig.params, "macs": sig.macs}
+        self.table = pd.concat([self.table, pd.DataFrame([row])], ignore_index=True)
+        self._ms[sig] = float(stats["median_ms"])
+
+    def missing(self, arch: ArchConfig) -> list[str]:
+        return [s.key for s in arch_signatures(arch) if s not in self._ms]
+
+    def block_sum(self, arch: ArchConfig) -> float:
+        """Uncalibrated sum of the pieces' latencies (ms)."""
+        if arch.image_size != self.image_size:
+            raise LUTError(
+                f"this LUT was built for image size {self.image_size}, not {arch.image_size} "
+                f"(build one with eformer-lut build image_size={arch.image_size}, or use lut.in_context(arch))"
+            )
+        ms = self._ms
+        try:
+            return sum(ms[s] for s in arch_signatures(arch))
+        except KeyError:
+            raise LUTError(
+                f"no LUT entry for {', '.join(self.missing(arch)[:5])} (LUT space {self.meta['space_name']} "
+                f"{self.meta['space_hash']}, {self.meta['num_classes']} classes, distillation {self.meta['distillation']})"
+            ) from None
+
+    def predict(self, arch: ArchConfig) -> float:
+        """Predicted latency (ms): ``a * block_sum(arch) + b``."""
+        return self.a * self.block_sum(arch) + self.b
+
+    def set_calibration(self, **calibration: Any) -> None:
+        self.meta["calibration"] = calibration
+        self._index()
+
+    # ------------------------------------------------------------------ files
+    def save(self, path: str | os.PathLike, csv: bool = False) -> Path:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.Table.from_pandas(self.table, preserve_index=False)
+        table = table.replace_schema_metadata({b"eformer_lut": json.dumps(self.meta).encode()})
+
+        def write(tmp: str) -> None:
+            pq.write_table(table, tmp)
+
+        out = atomic_write(path, write)
+        if csv:
+            atomic_write(Path(path).with_suffix(".csv"), lambda tmp: self.table.to_csv(tmp, index=False))
+        return out
+
+    @classmethod
+    def empty(cls, meta: dict[str, Any]) -> "LatencyLUT":
+        cols = SIG_COLUMNS + ["key"] + STAT_COLUMNS + ["params", "macs"]
+        return cls(pd.DataFrame({c: pd.Series(dtype="object" if c in ("kind", "key") else "float") for c in cols}), meta)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, space: Optional[SearchSpace] = None,
+             image_size: Optional[int] = None) -> "LatencyLUT":
+        """Read a LUT; refuse one built for another space or image size when those are given."""
+        import pyarrow.parquet as pq
+
+        p = Path(path)
+        if not p.is_file():
+            raise LUTError(f"{p}: LUT file not found (build one with eformer-lut build)")
+        try:
+            table = pq.read_table(p)
+            meta = json.loads((table.schema.metadata or {})[b"eformer_lut"])
+        except Exception as exc:
+            raise LUTError(f"{p}: not a latency LUT ({type(exc).__name__})") from None
+        if meta.get("format") != LUT_FORMAT:
+            raise LUTError(f"{p}: unsupported LUT format {meta.get('format')!r} (expected {LUT_FORMAT})")
+        if space is not None and meta["space_hash"] != space.hash:
+            raise LUTError(
+                f"{p} was built for space {meta['space_name']} ({meta['space_hash']}), not {space.name} ({space.hash}); "
+                "build a LUT for this space"
+            )
+        if image_size is not None and meta["image_size"] != image_size:
+            raise LUTError(f"{p} was built for image size {meta['image_size']}, not {image_size}")
+        df = table.to_pandas()
+        for c in SIG_COLUMNS:
+            if c != "kind":
+                df[c] = df[c].astype(int)
+        return cls(df, meta)
+
+    def describe(self) -> str:
+        m = self.meta
+        cal = m.get("calibration")
+        cal_s = f"a={cal['a']:.4f} b={cal['b']:.4f} ms" if cal else "none (eformer-lut validate fits one)"
+        return (
+            f"LUT {m['space_name']} ({m['space_hash']}), image {m['image_size']}, batch {m['batch_size']}, "
+            f"{len(self)} entries, complete={m.get('complete', False)}\n"
+            f"device {m['device_name']}: {json.dumps(m['device'])}\n"
+            f"protocol {json.dumps(m['protocol'])}; machine {m['machine']['cpu']}; created {m['created']}\n"
+            f"calibration: {cal_s}"
+        )
+

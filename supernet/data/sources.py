@@ -1,0 +1,144 @@
+"""Image sources: scikit-learn's bundled digits (the embedded default), CIFAR-10 python batches, and
+ImageNet-style image folders. Each yields float (C, H, W) images in [0, 1] and integer labels."""
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from supernet.errors import UserError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
+
+
+class DataError(UserError):
+    """A missing or malformed data directory or file."""
+
+
+class TensorSource:
+    """Images held in memory: uint8 (N, C, H, W) with a divisor to [0, 1], and labels."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, scale: float) -> None:
+        self.images, self.labels, self.scale = images, labels, scale
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.images[i].float() / self.scale, int(self.labels[i])
+
+    def subset(self, idx: Sequence[int]) -> "TensorSource":
+        idx_t = torch.as_tensor(idx, dtype=torch.long)
+        return TensorSource(self.images[idx_t], self.labels[idx_t], self.scale)
+
+
+def digits_splits(seed: int = 0, val: int = 360, calib: int = 180) -> dict[str, TensorSource]:
+    """scikit-learn's 1797 8x8 handwritten digits (bundled, no download), grey replicated to RGB,
+    split once with a fixed permutation into train / val / calib (held out from training)."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    images = torch.from_numpy(d.images.astype(np.uint8)).unsqueeze(1).repeat(1, 3, 1, 1)  # values 0..16
+    full = TensorSource(images, torch.from_numpy(d.target.astype(np.int64)), 16.0)
+    perm = torch.randperm(len(full), generator=torch.Generator().manual_seed(seed)).tolist()
+    return {
+        "val": full.subset(perm[:val]),
+        "calib": full.subset(perm[val : val + calib]),
+        "train": full.subset(perm[val + calib :]),
+    }
+
+
+def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    if not path.is_file():
+        raise DataError(f"{path}: missing CIFAR-10 batch file")
+    try:
+        with open(path, "rb") as fh:
+            batch = pickle.load(fh, encoding="bytes")
+        data = np.asarray(batch[b"data"], dtype=np.uint8)
+        labels = np.asarray(batch[b"labels"], dtype=np.int64)
+    except Exception as exc:
+        raise DataError(f"{path}: not a CIFAR-10 python batch ({type(exc).__name__})") from None
+    if data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data):
+        raise DataError(f"{path}: expected 'data' of shape (N, 3072) and N labels, got {data.shape} / {len(labels)}")
+    return data.reshape(-1, 3, 32, 32), labels
+
+
+def cifar10_splits(root: str | os.PathLike, calib: int = 2000) -> dict[str, TensorSource]:
+    """The standard python-batch directory (data_batch_1..5, test_batch); the last ``calib`` training
+    images are held out for BN calibration, test_batch is the validation split."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"data.root: {root} is not a directory (expected CIFAR-10 python batches)")
+    parts = [_read_cifar_batch(root / f"data_batch_{i}") for i in range(1, 6)]
+    x = np.concatenate([p[0] for p in parts])
+    y = np.concatenate([p[1] for p in parts])
+    xt, yt = _read_cifar_batch(root / "test_batch")
+    if calib >= len(x):
+        raise DataError(f"data.calib_size: {calib} is not smaller than the {len(x)} training images")
+    n = len(x) - calib
+    full = TensorSource(torch.from_numpy(x), torch.from_numpy(y), 255.0)
+    return {
+        "train": full.subset(range(n)),
+        "calib": full.subset(range(n, len(x))),
+        "val": TensorSource(torch.from_numpy(xt), torch.from_numpy(yt), 255.0),
+    }
+
+
+class FolderSource:
+    """root/<class>/<image> files, decoded with Pillow (installed with matplotlib) on access."""
+
+    def __init__(self, files: list[tuple[Path, int]], classes: list[str]) -> None:
+        self.files, self.classes = files, classes
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        from PIL import Image
+
+        path, label = self.files[i]
+        try:
+            with Image.open(path) as im:
+                arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
+        except Exception as exc:
+            raise DataError(f"{path}: cannot be decoded as an image ({type(exc).__name__})") from None
+        return torch.from_numpy(arr.copy()).permute(2, 0, 1).float() / 255.0, label
+
+    def subset(self, idx: Sequence[int]) -> "FolderSource":
+        return FolderSource([self.files[i] for i in idx], self.classes)
+
+
+def _scan(split_dir: Path, classes: list[str]) -> list[tuple[Path, int]]:
+    files = []
+    for label, name in enumerate(classes):
+        cdir = split_dir / name
+        if cdir.is_dir():
+            files += [(p, label) for p in sorted(cdir.iterdir()) if p.suffix.lower() in IMAGE_EXTENSIONS]
+    return files
+
+
+def imagefolder_splits(root: str | os.PathLike, calib: int = 2000, seed: int = 0) -> dict[str, FolderSource]:
+    """ImageNet layout: root/train/<class>/*, root/val/<class>/*. ``calib`` training images (fixed,
+    seeded choice) are held out for BN calibration."""
+    root = Path(root)
+    train_dir, val_dir = root / "train", root / "val"
+    for d in (train_dir, val_dir):
+        if not d.is_dir():
+            raise DataError(f"data.root: {d} is missing (expected {root}/train/<class>/ and {root}/val/<class>/)")
+    classes = sorted(p.name for p in train_dir.iterdir() if p.is_dir())
+    if not classes:
+        raise DataError(f"{train_dir}: no class directories")
+    unknown = sorted(p.name for p in val_dir.iterdir() if p.is_dir() and p.name not in classes)
+    if unknown:
+        raise DataError(f"{val_dir}: classes not in train/: {', '.join(unknown[:5])}")
+    train = FolderSource(_scan(train_dir, classes), classes)
+    val = FolderSource(_scan(val_dir, classes), classes)
+    if len(train) == 0 or len(val) == 0:
+        raise DataError(f"{root}: no images with extensions {', '.join(IMAGE_EXTENSIONS)} in train/ or val/")
+    calib = min(calib, len(train) // 10)
+    perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed)).tolist()
+    return {"train": train.subset(sorted(perm[calib:])), "calib": train.subset(sorted(perm[:calib])), "val": val}

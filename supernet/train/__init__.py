@@ -1,0 +1,1 @@
+"""Supernet training with the sandwich rule and in-place distillation (``eformer-train``)."""

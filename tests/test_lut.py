@@ -1,0 +1,145 @@
+"""Latency LUT: build with the real onnxruntime, resume, command backend, refusals, predict, validate."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from latency_lut.backends import CommandBackend, DeviceError, OrtBackend, make_backend
+from latency_lut.build import build_lut, space_signatures
+from latency_lut.lut import LatencyLUT, LUTError
+from latency_lut.mes import mes, mes_score
+from latency_lut.timing import Protocol
+from latency_lut.validate import kendall_tau, spearman_rho, validate_lut
+from supernet import ArchConfig
+from supernet.signatures import arch_signatures
+from supernet.space import SearchSpace
+
+TINY = SearchSpace.load("tiny")
+FAST = Protocol(warmup=1, repeats=3)
+CTX = {"image_size": 64, "num_classes": 10, "distillation": False}
+
+
+@pytest.fixture(scope="module")
+def tiny_lut(tmp_path_factory):
+    path = tmp_path_factory.mktemp("lut") / "tiny.parquet"
+    start = time.time()
+    lut = build_lut(TINY, OrtBackend(threads=1), path, protocol=FAST, device_name="ort-test", progress=False, **CTX)
+    return path, lut, time.time() - start
+
+
+def test_build_tiny_space(tiny_lut):
+    path, lut, seconds = tiny_lut
+    sigs = space_signatures(TINY, 64, 10, False)
+    assert len(lut) == len(sigs) == len(set(lut.table["key"])) and seconds < 60
+    assert lut.meta["complete"] and lut.meta["space_hash"] == TINY.hash and lut.meta["image_size"] == 64
+    assert lut.meta["device"]["backend"] == "ort" and lut.meta["protocol"]["repeats"] == 3
+    assert {"cpu", "onnxruntime", "torch"} <= set(lut.meta["machine"])
+    assert path.with_suffix(".csv").is_file()
+    assert (lut.table["median_ms"] > 0).all() and (lut.table["n"] == 3).all()
+    rng = __import__("random").Random(0)
+    for _ in range(10):  # every member is covered
+        assert lut.missing(TINY.sample(rng, **CTX)) == []
+
+
+def test_predict_is_calibrated_sum(tiny_lut):
+    path, _, _ = tiny_lut
+    lut = LatencyLUT.load(path, space=TINY, image_size=64)
+    arch = TINY.largest(**CTX)
+    by_key = dict(zip(lut.table["key"], lut.table["median_ms"]))
+    total = sum(by_key[s.key] for s in arch_signatures(arch))
+    assert lut.predict(arch) == pytest.approx(total)
+    lut.set_calibration(a=1.5, b=0.25)
+    assert lut.predict(arch) == pytest.approx(1.5 * total + 0.25)
+
+
+def test_refusals(tiny_lut):
+    path, lut, _ = tiny_lut
+    with pytest.raises(LUTError, match="was built for space tiny .* not efficientformerv2"):
+        LatencyLUT.load(path, space=SearchSpace.load("efficientformerv2"))
+    with pytest.raises(LUTError, match="built for image size 64, not 224"):
+        LatencyLUT.load(path, image_size=224)
+    with pytest.raises(LUTError, match="built for image size 64, not 32"):
+        lut.predict(TINY.largest(image_size=32, num_classes=10, distillation=False))
+    with pytest.raises(LUTError, match="no LUT entry for stem-c32-r64"):
+        lut.predict(ArchConfig.preset("s0", **CTX))
+    with pytest.raises(LUTError, match="LUT file not found"):
+        LatencyLUT.load(path.with_name("none.parquet"))
+    with pytest.raises(LUTError, match="was built with other settings .*protocol"):
+        build_lut(TINY, OrtBackend(threads=1), path, protocol=Protocol(1, 4), progress=False, **CTX)
+
+
+def test_resume_after_kill(tmp_path):
+    out = tmp_path / "k.parquet"
+    cmd = ["eformer-lut", "build", "space=tiny", "image_size=64", "num_classes=10", "distillation=false",
+           f"out={out}", "lut.protocol.repeats=40", "lut.progress=false", "device.threads=1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            if len(LatencyLUT.load(out)) >= 3:
+                break
+        except LUTError:
+            pass
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = LatencyLUT.load(out).table.set_index("key")["median_ms"]
+    assert 3 <= len(before) < len(space_signatures(TINY, 64, 10, False))
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    after = LatencyLUT.load(out)
+    assert after.meta["complete"] and len(after) == len(set(after.table["key"]))
+    kept = after.table.set_index("key")["median_ms"]
+    assert all(kept[k] == v for k, v in before.items())  # measured entries were not re-measured
+
+
+def test_command_backend(tmp_path):
+    backend = make_backend({
+        "name": "sub", "backend": "command", "threads": 1,
+        "command": "python -m latency_lut.ort_bench {onnx} --threads {threads} --warmup {warmup} --repeats {repeats}",
+        "regex": "median_ms=([0-9.]+)",
+    })
+    lut = build_lut(TINY, backend, tmp_path / "c.parquet", protocol=Protocol(1, 5), progress=False, limit=3, **CTX)
+    assert len(lut) == 3 and (lut.table["median_ms"] > 0).all() and lut.meta["device"]["backend"] == "command"
+    assert not lut.meta["complete"]
+    bad = CommandBackend("python -c 'print(1)' {onnx}", r"median_ms=([0-9.]+)")
+    with pytest.raises(DeviceError, match="found no latency"):
+        build_lut(TINY, bad, tmp_path / "d.parquet", protocol=FAST, progress=False, limit=1, **CTX)
+    with pytest.raises(DeviceError, match="exited with 3"):
+        build_lut(TINY, CommandBackend("exit 3 {onnx}", "(x)"), tmp_path / "e.parquet", protocol=FAST,
+                  progress=False, limit=1, **CTX)
+    with pytest.raises(DeviceError, match="must contain \\{onnx\\}"):
+        CommandBackend("run.sh", "(x)")
+    with pytest.raises(DeviceError, match="device.backend: 'tpu' is not one of"):
+        make_backend({"backend": "tpu"})
+
+
+def test_validate_tiny(tiny_lut, tmp_path):
+    path, _, _ = tiny_lut
+    copy = tmp_path / "v.parquet"
+    copy.write_bytes(path.read_bytes())
+    rep = validate_lut(copy, TINY, OrtBackend(threads=1), members=8, protocol=Protocol(1, 5), out_dir=tmp_path, progress=False)
+    assert rep["fit"] == 4 and rep["held_out"] == 4
+    for key in ("mape_pct", "within_5pct", "within_10pct", "kendall_tau", "spearman_rho"):
+        assert key in rep["held_out_calibrated"]
+    assert (tmp_path / "lut_validation.png").stat().st_size > 1000
+    stored = LatencyLUT.load(copy)
+    assert stored.a == pytest.approx(rep["calibration"]["a"]) and stored.meta["calibration"]["fitted_on"] == 4
+
+
+def test_rank_statistics():
+    assert kendall_tau([1, 2, 3, 4], [10, 20, 30, 40]) == 1.0
+    assert kendall_tau([1, 2, 3, 4], [40, 30, 20, 10]) == -1.0
+    assert spearman_rho([1, 2, 3], [2, 5, 9]) == pytest.approx(1.0)
+
+
+def test_mes():
+    assert mes(1.0, 3.5e6, {"latency_ms": 1.0, "params_m": 3.5}, {"latency_ms": 0.5, "params_m": 0.5}) == pytest.approx(100)
+    assert mes(4.0, 3.5e6, {"latency_ms": 1.0, "params_m": 3.5}, {"latency_ms": 0.5, "params_m": 0.5}) == pytest.approx(50)
+    assert mes_score({"latency_ms": 2.0}, {"latency_ms": 1.0}, {"latency_ms": 1.0}, score=10) == pytest.approx(5)
+    with pytest.raises(KeyError, match="no unit/exponent"):
+        mes_score({"flops": 1.0}, {}, {})

@@ -1,0 +1,83 @@
+"""eformer-train end to end: a real run, kill -9 + resume == uninterrupted, torchrun with 2 ranks."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import torch
+
+ARGS = ["space=tiny", "train.epochs=2", "train.checkpoint_every=3", "train.progress=false", "train.eval_presets=[]"]
+
+
+def train(run_dir, *extra, wait=True):
+    cmd = ["eformer-train", *ARGS, f"run_dir={run_dir}", *extra]
+    if not wait:
+        return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    return subprocess.run(cmd, capture_output=True, text=True)
+
+
+def log(run_dir):
+    return [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
+
+
+def test_run_metrics_and_resume_after_kill(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    res = train(a)
+    assert res.returncode == 0, res.stderr
+    for name in ("supernet.pt", "metrics.jsonl", "metrics.csv", "train_log.jsonl", "final.json", "checkpoint.pt"):
+        assert (a / name).is_file(), name
+    metrics = [json.loads(x) for x in (a / "metrics.jsonl").read_text().splitlines()]
+    assert {m["member"] for m in metrics} == {"largest", "smallest"} and {m["epoch"] for m in metrics} == {0, 1}
+
+    proc = train(b, wait=False)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            if torch.load(b / "checkpoint.pt", weights_only=False)["step"] >= 9:
+                break
+        except Exception:
+            pass
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not json.loads((a / "final.json").read_text()) == {}  # a finished; b was killed mid-run
+    assert not (b / "final.json").exists()
+    res = train(b)
+    assert res.returncode == 0, res.stderr
+    la, lb = log(a), log(b)
+    assert [r["step"] for r in lb] == list(range(1, len(la) + 1))  # nothing lost, nothing repeated
+    assert [r["loss_total"] for r in la] == [r["loss_total"] for r in lb]  # the same loss curve
+    fa, fb = (json.loads((d / "final.json").read_text()) for d in (a, b))
+    assert fa["state_sha256_per_rank"] == fb["state_sha256_per_rank"]
+    again = train(b)
+    assert again.returncode == 0 and "already complete" in again.stdout
+
+
+def test_changed_config_is_refused(tmp_path):
+    assert train(tmp_path / "r", "train.epochs=1").returncode == 0
+    res = train(tmp_path / "r", "train.epochs=1", "train.lr=0.01")
+    assert res.returncode == 2 and "different configuration (changed: train.lr)" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_bad_data_dir_is_one_line(tmp_path):
+    res = train(tmp_path / "r", "data=cifar10", "data.root=/nonexistent/cifar")
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines()[-1] == (
+        "eformer-train: error: data.root: /nonexistent/cifar is not a directory (expected CIFAR-10 python batches)"
+    )
+
+
+def test_torchrun_two_processes(tmp_path):
+    run_dir = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "supernet.train.app",
+           *ARGS, "train.epochs=1", f"run_dir={run_dir}"]
+    res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stderr[-2000:]
+    final = json.loads((run_dir / "final.json").read_text())
+    assert final["world"] == 2 and final["ranks_identical"]
+    assert len(set(final["parameters_sha256_per_rank"])) == 1 and len(final["parameters_sha256_per_rank"]) == 2
