@@ -41,7 +41,7 @@ def run_lut(cfg: DictConfig) -> dict:
     if cfg.command == "build":
         lut = build_lut(space, backend, out, int(cfg.image_size), int(cfg.num_classes), bool(cfg.distillation),
                         int(cfg.batch_size), _protocol(cfg.lut.protocol), str(cfg.device.name), bool(cfg.lut.progress),
-                        cfg.lut.get("limit"))
+                        cfg.lut.get("limit"), str(cfg.lut.get("statistic", "q25")), int(cfg.lut.get("interleave", 16)))
         print(f"eformer-lut: {out} has {len(lut)} entries (complete={lut.meta['complete']}); CSV: {out.with_suffix('.csv')}")
         return {"entries": len(lut), "complete": lut.meta["complete"]}
     if cfg.command == "validate":

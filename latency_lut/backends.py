@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from latency_lut.timing import Protocol, time_once
+from latency_lut.timing import CacheFlusher, Protocol, time_cold, time_once
 from supernet.errors import UserError
 
 BACKENDS = ("ort", "torch", "command")
@@ -42,6 +42,17 @@ class Prepared:
     warmup: Callable[[], None]
     sample: Callable[[], float]
     close: Callable[[], None] = lambda: None
+
+
+_FLUSHERS: dict[int, CacheFlusher] = {}
+
+
+def sampler(run: Callable[[], object], touch: Callable[[], object], protocol: Protocol) -> Callable[[], float]:
+    """One latency sample of ``run`` under ``protocol`` (cold: caches flushed before each call)."""
+    if protocol.cache == "cold":
+        flush = _FLUSHERS.setdefault(protocol.flush_mb, CacheFlusher(protocol.flush_mb))
+        return lambda: time_cold(run, flush, touch, protocol.number)
+    return lambda: time_once(run, protocol.number)
 
 
 class Backend:
@@ -88,9 +99,10 @@ class OrtBackend(Backend):
 
         sess = ort_session(onnx_bytes(module, input_shape, self.opset, dynamic_batch=False), self.threads,
                            self.inter_op, self.providers, self.graph_optimization, self.allow_spinning)
-        feed = {sess.get_inputs()[0].name: np.random.default_rng(0).standard_normal(tuple(input_shape), dtype=np.float32)}
+        x = np.random.default_rng(0).standard_normal(tuple(input_shape), dtype=np.float32)
+        feed = {sess.get_inputs()[0].name: x}
         run = lambda: sess.run(None, feed)  # noqa: E731
-        return Prepared(lambda: [run() for _ in range(protocol.warmup)], lambda: time_once(run, protocol.number))
+        return Prepared(lambda: [run() for _ in range(protocol.warmup)], sampler(run, x.sum, protocol))
 
 
 class TorchBackend(Backend):
@@ -113,7 +125,7 @@ class TorchBackend(Backend):
             with torch.inference_mode():
                 net(x)
 
-        return Prepared(lambda: [run() for _ in range(protocol.warmup)], lambda: time_once(run, protocol.number))
+        return Prepared(lambda: [run() for _ in range(protocol.warmup)], sampler(run, x.sum, protocol))
 
 
 class CommandBackend(Backend):

@@ -6,6 +6,7 @@ with different settings (space, image size, device, protocol) is refused rather 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import os
 from pathlib import Path
 from typing import Any, Optional
@@ -13,16 +14,16 @@ from typing import Any, Optional
 from tqdm import tqdm
 
 from latency_lut.backends import Backend
-from latency_lut.lut import LUT_FORMAT, LatencyLUT, LUTError
+from latency_lut.lut import LUT_FORMAT, STATISTICS, LatencyLUT, LUTError
 from latency_lut.machine import machine_summary
-from latency_lut.timing import Protocol, Stats
+from latency_lut.timing import Protocol, measure_samplers
 from supernet.arch import stage_resolution
 from supernet.model import build_piece
 from supernet.signatures import BlockSignature, block_signature, embedding_signatures, head_signature, stem_signature
 from supernet.space import SearchSpace
 
 # settings that must match for a LUT file to be resumed
-_RESUME_KEYS = ("space_hash", "image_size", "num_classes", "distillation", "batch_size", "device", "protocol")
+_RESUME_KEYS = ("space_hash", "image_size", "num_classes", "distillation", "batch_size", "device", "protocol", "statistic", "interleave")
 
 
 def space_signatures(space: SearchSpace, image_size: int, num_classes: int, distillation: bool) -> list[BlockSignature]:
@@ -44,14 +45,20 @@ def space_signatures(space: SearchSpace, image_size: int, num_classes: int, dist
 
 
 def lut_metadata(space: SearchSpace, backend: Backend, device_name: str, image_size: int, num_classes: int,
-                 distillation: bool, batch_size: int, protocol: Protocol) -> dict[str, Any]:
+                 distillation: bool, batch_size: int, protocol: Protocol, statistic: str,
+                 interleave: int) -> dict[str, Any]:
     return {
         "format": LUT_FORMAT, "space_name": space.name, "space_hash": space.hash, "image_size": image_size,
         "num_classes": num_classes, "distillation": distillation, "batch_size": batch_size,
         "device_name": device_name, "device": backend.settings(), "protocol": protocol.__dict__,
         "machine": machine_summary(), "created": dt.datetime.now().isoformat(timespec="seconds"),
-        "complete": False, "calibration": None,
+        "statistic": statistic, "interleave": interleave, "complete": False, "calibration": None,
     }
+
+
+def measurement_order(sigs: list[BlockSignature]) -> list[BlockSignature]:
+    """A stable pseudo-random order: machine drift spreads over all kinds instead of biasing one."""
+    return sorted(sigs, key=lambda s: hashlib.sha1(s.key.encode()).hexdigest())
 
 
 def build_lut(
@@ -66,10 +73,20 @@ def build_lut(
     device_name: str = "",
     progress: bool = True,
     limit: Optional[int] = None,
+    statistic: str = "q25",
+    interleave: int = 16,
 ) -> LatencyLUT:
-    """Measure every signature of ``space`` not yet in ``out``; write ``out`` after each entry."""
+    """Measure every signature of ``space`` not yet in ``out`` and save after each measured batch.
+
+    Entries are measured in batches of ``interleave`` pieces whose samples are taken round-robin in
+    a shuffled order: a burst of machine noise then costs a few samples of many entries (discarded
+    by the lower-quartile/median summaries) instead of biasing every sample of one entry.
+    """
     out = Path(out)
-    meta = lut_metadata(space, backend, device_name, image_size, num_classes, distillation, batch_size, protocol)
+    if statistic not in STATISTICS:
+        raise LUTError(f"lut.statistic: {statistic!r} is not one of {', '.join(STATISTICS)}")
+    meta = lut_metadata(space, backend, device_name, image_size, num_classes, distillation, batch_size, protocol,
+                        statistic, interleave)
     if out.is_file():
         lut = LatencyLUT.load(out)
         diff = [k for k in _RESUME_KEYS if lut.meta.get(k) != meta[k]]
@@ -80,20 +97,28 @@ def build_lut(
         lut = LatencyLUT.empty(meta)
     sigs = space_signatures(space, image_size, num_classes, distillation)
     done = set(lut.table["key"])
-    todo = [s for s in sigs if s.key not in done][:limit]
-    bar = tqdm(todo, desc=f"eformer-lut build ({len(done)}/{len(sigs)} done)", unit="entry", disable=not progress,
-               dynamic_ncols=True)
-    for sig in bar:
-        bar.set_postfix_str(sig.key)
-        prepared = backend.prepare(build_piece(sig), (batch_size, *sig.input_shape), protocol)
+    todo = [s for s in measurement_order(sigs) if s.key not in done][:limit]
+    bar = tqdm(total=len(todo), desc=f"eformer-lut build ({len(done)}/{len(sigs)} done)", unit="entry",
+               disable=not progress, dynamic_ncols=True)
+    rounds = Protocol(protocol.warmup, backend.samples_per_measurement(protocol), protocol.number,
+                      protocol.cache, protocol.flush_mb)
+    for start in range(0, len(todo), max(1, interleave)):
+        batch = todo[start : start + max(1, interleave)]
+        bar.set_postfix_str(batch[0].kind)
+        prepared = {s.key: backend.prepare(build_piece(s), (batch_size, *s.input_shape), protocol) for s in batch}
         try:
-            prepared.warmup()
-            stats = Stats.of([prepared.sample() for _ in range(backend.samples_per_measurement(protocol))])
+            stats = measure_samplers({k: p.sample for k, p in prepared.items()},
+                                     {k: p.warmup for k, p in prepared.items()}, rounds, seed=start)
         finally:
-            prepared.close()
-        lut.add(sig, {"median_ms": stats.median_ms, "iqr_ms": stats.iqr_ms, "cv": stats.cv,
-                      "min_ms": stats.min_ms, "n": stats.n})
+            for p in prepared.values():
+                p.close()
+        for sig in batch:  # a batch's entries complete together; each is written as soon as it is
+            st = stats[sig.key]
+            lut.add(sig, {"median_ms": st.median_ms, "q25_ms": st.q25_ms, "iqr_ms": st.iqr_ms, "cv": st.cv,
+                          "min_ms": st.min_ms, "n": st.n})
         lut.save(out)
+        bar.update(len(batch))
+    bar.close()
     if len(set(lut.table["key"])) >= len(sigs) and not lut.meta.get("complete"):
         lut.meta["complete"] = True
     lut.save(out, csv=True)

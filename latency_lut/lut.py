@@ -17,12 +17,13 @@ import pandas as pd
 from supernet.arch import ArchConfig
 from supernet.errors import UserError
 from supernet.io_utils import atomic_write
-from supernet.signatures import BlockSignature, arch_signatures
+from supernet.signatures import BlockSignature, arch_signatures, interned
 from supernet.space import SearchSpace
 
 LUT_FORMAT = "eformer-lut/1"
 SIG_COLUMNS = [f.name for f in dataclasses.fields(BlockSignature)]
-STAT_COLUMNS = ["median_ms", "iqr_ms", "cv", "min_ms", "n"]
+STAT_COLUMNS = ["median_ms", "q25_ms", "iqr_ms", "cv", "min_ms", "n"]
+STATISTICS = {"median": "median_ms", "q25": "q25_ms"}
 
 
 class LUTError(UserError):
@@ -37,10 +38,16 @@ class LatencyLUT:
         self.meta = meta
         self._index()
 
+    @property
+    def statistic(self) -> str:
+        """Which summary of each entry's samples predictions use (``median`` or ``q25``)."""
+        return self.meta.get("statistic", "median")
+
     def _index(self) -> None:
+        column = STATISTICS[self.statistic]
         self._ms: dict[BlockSignature, float] = {
-            BlockSignature(*row[:-1]): row[-1]
-            for row in self.table[SIG_COLUMNS + ["median_ms"]].itertuples(index=False, name=None)
+            interned(BlockSignature(*row[:-1])): row[-1]
+            for row in self.table[SIG_COLUMNS + [column]].itertuples(index=False, name=None)
         }
         cal = self.meta.get("calibration") or {}
         self.a, self.b = float(cal.get("a", 1.0)), float(cal.get("b", 0.0))
@@ -66,7 +73,7 @@ class LatencyLUT:
     def add(self, sig: BlockSignature, stats: dict[str, float]) -> None:
         row = {**dataclasses.asdict(sig), "key": sig.key, **stats, "params": sig.params, "macs": sig.macs}
         self.table = pd.concat([self.table, pd.DataFrame([row])], ignore_index=True)
-        self._ms[sig] = float(stats["median_ms"])
+        self._ms[interned(sig)] = float(stats[STATISTICS[self.statistic]])
 
     def missing(self, arch: ArchConfig) -> list[str]:
         return [s.key for s in arch_signatures(arch) if s not in self._ms]
@@ -151,7 +158,7 @@ class LatencyLUT:
         cal_s = f"a={cal['a']:.4f} b={cal['b']:.4f} ms" if cal else "none (eformer-lut validate fits one)"
         return (
             f"LUT {m['space_name']} ({m['space_hash']}), image {m['image_size']}, batch {m['batch_size']}, "
-            f"{len(self)} entries, complete={m.get('complete', False)}\n"
+            f"{len(self)} entries, complete={m.get('complete', False)}, statistic={self.statistic}\n"
             f"device {m['device_name']}: {json.dumps(m['device'])}\n"
             f"protocol {json.dumps(m['protocol'])}; machine {m['machine']['cpu']}; created {m['created']}\n"
             f"calibration: {cal_s}"

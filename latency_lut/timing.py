@@ -15,15 +15,24 @@ from typing import Callable, Mapping, Sequence
 
 @dataclasses.dataclass(frozen=True)
 class Protocol:
-    """How one latency is measured: ``warmup`` untimed calls, then ``repeats`` samples of ``number`` calls."""
+    """How one latency is measured: ``warmup`` untimed calls, then ``repeats`` samples of ``number`` calls.
+
+    ``cache="cold"`` flushes the CPU caches before every timed call (and re-touches the input): a
+    piece inside a network finds its weights evicted by the rest of the network, which a piece
+    timed alone in a loop does not (see experiments/results/lut_default.md).
+    """
 
     warmup: int = 5
     repeats: int = 20
     number: int = 1
+    cache: str = "warm"
+    flush_mb: int = 0  # 0: three times the last-level cache (64 MiB if unknown)
 
     def __post_init__(self) -> None:
         if self.warmup < 0 or self.repeats < 1 or self.number < 1:
             raise ValueError(f"protocol: need warmup >= 0, repeats >= 1, number >= 1 (got {self})")
+        if self.cache not in ("warm", "cold"):
+            raise ValueError(f"protocol.cache: {self.cache!r} is not 'warm' or 'cold'")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +44,11 @@ class Stats:
     cv: float
     min_ms: float
     n: int
+    q25_ms: float = 0.0
+
+    def value(self, statistic: str = "median") -> float:
+        """The summary a LUT uses: ``median`` or ``q25`` (lower quartile, steadier on shared machines)."""
+        return {"median": self.median_ms, "q25": self.q25_ms}[statistic]
 
     @classmethod
     def of(cls, samples_ms: Sequence[float]) -> "Stats":
@@ -42,13 +56,53 @@ class Stats:
         n = len(s)
         med = statistics.median(s)
         if n >= 4:
-            q = statistics.quantiles(s, n=4)
-            iqr = q[2] - q[0]
+            q = statistics.quantiles(s, n=4, method="inclusive")
+            q25, iqr = q[0], q[2] - q[0]
         else:
-            iqr = s[-1] - s[0]
+            q25, iqr = s[0], s[-1] - s[0]
         mean = statistics.fmean(s)
         cv = statistics.pstdev(s) / mean if mean > 0 else 0.0
-        return cls(med, iqr, cv, s[0], n)
+        return cls(med, iqr, cv, s[0], n, q25)
+
+
+def last_level_cache_bytes() -> int:
+    """Size of the largest CPU cache reported by sysfs (0 if unknown)."""
+    import glob
+
+    best = 0
+    for path in glob.glob("/sys/devices/system/cpu/cpu0/cache/index*/size"):
+        try:
+            text = open(path).read().strip().upper()
+            mult = {"K": 1024, "M": 1024**2}.get(text[-1], 1)
+            best = max(best, int(text.rstrip("KM")) * mult)
+        except (OSError, ValueError):
+            continue
+    return best
+
+
+class CacheFlusher:
+    """Evicts the CPU caches by writing a buffer several times larger than the last-level cache."""
+
+    def __init__(self, flush_mb: int = 0) -> None:
+        import numpy as np
+
+        size = flush_mb * 2**20 if flush_mb else max(3 * last_level_cache_bytes(), 64 * 2**20)
+        self.buffer = np.zeros(size // 4, dtype=np.float32)
+
+    def __call__(self) -> None:
+        self.buffer += 1.0
+
+
+def time_cold(fn: Callable[[], object], flush: Callable[[], None], touch: Callable[[], object], number: int = 1) -> float:
+    """Milliseconds per call of ``fn``, each call after a cache flush and a re-read of its input."""
+    total = 0.0
+    for _ in range(number):
+        flush()
+        touch()
+        start = time.perf_counter()
+        fn()
+        total += time.perf_counter() - start
+    return total * 1e3 / number
 
 
 def time_once(fn: Callable[[], object], number: int = 1) -> float:

@@ -84,23 +84,25 @@ def validate_lut(
     n_fit = max(2, int(round(len(order) * fit_fraction)))
     fit, held = order[:n_fit], order[n_fit:]
     xs = np.array([sums[k] for k in fit])
-    ys = np.array([stats[k].median_ms for k in fit])
+    stat = lut.statistic
+    ys = np.array([stats[k].value(stat) for k in fit])
     a, b = np.polyfit(xs, ys, 1)
     xh = np.array([sums[k] for k in held])
-    yh = np.array([stats[k].median_ms for k in held])
+    yh = np.array([stats[k].value(stat) for k in held])
     report: dict[str, Any] = {
         "lut": str(lut_path), "members": members, "fit": len(fit), "held_out": len(held),
         "calibration": {"a": float(a), "b": float(b)},
         "held_out_calibrated": accuracy_metrics(a * xh + b, yh),
         "held_out_uncalibrated_sum": accuracy_metrics(xh, yh),
-        "protocol": protocol.__dict__,
+        "protocol": protocol.__dict__, "statistic": stat,
         "presets": {
-            p: {"lut_ms": float(a * sums[p] + b), "block_sum_ms": sums[p], "measured_ms": stats[p].median_ms,
-                "error_pct": float(100 * (a * sums[p] + b - stats[p].median_ms) / stats[p].median_ms)}
+            p: {"lut_ms": float(a * sums[p] + b), "block_sum_ms": sums[p], "measured_ms": stats[p].value(stat),
+                "measured_median_ms": stats[p].median_ms,
+                "error_pct": float(100 * (a * sums[p] + b - stats[p].value(stat)) / stats[p].value(stat))}
             for p in archs if not p.startswith("m")
         },
-        "points": [{"name": k, "arch": archs[k].summary(), "block_sum_ms": sums[k], "measured_ms": stats[k].median_ms,
-                    "iqr_ms": stats[k].iqr_ms, "split": "fit" if k in fit else "held_out"} for k in names],
+        "points": [{"name": k, "arch": archs[k].summary(), "block_sum_ms": sums[k], "measured_ms": stats[k].value(stat),
+                    "measured_median_ms": stats[k].median_ms, "iqr_ms": stats[k].iqr_ms, "split": "fit" if k in fit else "held_out"} for k in names],
     }
     lut.set_calibration(a=float(a), b=float(b), fitted_on=len(fit),
                         held_out=report["held_out_calibrated"], date=lut.meta["created"])
@@ -129,7 +131,9 @@ def scatter_png(report: dict[str, Any], path: Path) -> Path:
     for name, p in report["presets"].items():
         ax.scatter([p["measured_ms"]], [p["lut_ms"]], marker="*", s=160, color="black")
         ax.annotate(name.upper(), (p["measured_ms"], p["lut_ms"]), textcoords="offset points", xytext=(6, -4))
-    hi = max(max(p["measured_ms"] for p in report["points"]), max(a * p["block_sum_ms"] + b for p in report["points"])) * 1.05
+    values = [p["measured_ms"] for p in report["points"]] + [a * p["block_sum_ms"] + b for p in report["points"]]
+    values += [v for p in report["presets"].values() for v in (p["measured_ms"], p["lut_ms"])]
+    hi = max(values) * 1.05
     xs = np.linspace(0, hi, 50)
     ax.plot(xs, xs, "k-", lw=0.8)
     ax.fill_between(xs, 0.9 * xs, 1.1 * xs, color="grey", alpha=0.15, label="+-10%")

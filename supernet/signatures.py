@@ -15,7 +15,7 @@ import dataclasses
 import functools
 from typing import Iterator
 
-from supernet.arch import ArchConfig
+from supernet.arch import ArchConfig, stage_resolution
 
 # Attention constants of EfficientFormerV2 (fixed by the architecture).
 ATTN_KEY_DIM, ATTN_HEADS, ATTN_RATIO = 32, 8, 4
@@ -53,6 +53,13 @@ class BlockSignature:
     expansion: int = 0
     stride: int = 1
     heads: int = 0
+
+    def __post_init__(self) -> None:  # hashed once: signatures are dict keys on the LUT's hot path
+        fields = (self.kind, self.in_width, self.out_width, self.resolution, self.expansion, self.stride, self.heads)
+        object.__setattr__(self, "_hash", hash(fields))
+
+    def __hash__(self) -> int:
+        return self._hash
 
     @property
     def key(self) -> str:
@@ -172,38 +179,52 @@ def signature_macs(sig: BlockSignature) -> int:
 
 
 # ------------------------------------------------------------------ enumeration
+_INTERNED: dict[BlockSignature, BlockSignature] = {}
+
+
+def interned(sig: BlockSignature) -> BlockSignature:
+    """The canonical object equal to ``sig`` (equal signatures become identical: dict lookups skip __eq__)."""
+    return _INTERNED.setdefault(sig, sig)
+
+
+@functools.lru_cache(maxsize=None)
 def stem_signature(width: int, image_size: int) -> BlockSignature:
-    return BlockSignature("stem", 3, width, image_size)
+    return interned(BlockSignature("stem", 3, width, image_size))
 
 
+@functools.lru_cache(maxsize=None)
 def block_signature(stage: int, block_type: str, width: int, expansion: int, resolution: int) -> BlockSignature:
     """Signature of an FFN or attention block of stage ``stage`` (0-based)."""
     if block_type == "attn":
-        return BlockSignature("attn", width, width, resolution, expansion, stride=2 if stage == 2 else 1)
-    return BlockSignature("ffn", width, width, resolution, expansion)
+        return interned(BlockSignature("attn", width, width, resolution, expansion, stride=2 if stage == 2 else 1))
+    return interned(BlockSignature("ffn", width, width, resolution, expansion))
 
 
+@functools.lru_cache(maxsize=None)
 def embedding_signatures(stage: int, in_width: int, out_width: int, resolution: int) -> tuple[BlockSignature, ...]:
     """Pieces of the embedding that enters stage ``stage`` (1..3) from a map of size ``resolution``."""
-    embed = BlockSignature("embed", in_width, out_width, resolution)
+    embed = interned(BlockSignature("embed", in_width, out_width, resolution))
     if stage == 3:
-        return embed, BlockSignature("attn_down", in_width, out_width, resolution)
+        return embed, interned(BlockSignature("attn_down", in_width, out_width, resolution))
     return (embed,)
 
 
+@functools.lru_cache(maxsize=None)
 def head_signature(width: int, num_classes: int, distillation: bool, resolution: int) -> BlockSignature:
-    return BlockSignature("head", width, num_classes, resolution, heads=2 if distillation else 1)
+    return interned(BlockSignature("head", width, num_classes, resolution, heads=2 if distillation else 1))
 
 
 def arch_signatures(arch: ArchConfig) -> Iterator[BlockSignature]:
     """Every piece of ``arch`` in network order: stem, stage blocks and embeddings, head."""
-    yield stem_signature(arch.widths[0], arch.image_size)
+    widths, size = arch.widths, arch.image_size
+    yield stem_signature(widths[0], size)
     for i, stage in enumerate(arch.stages):
+        r = stage_resolution(size, i)
         if i > 0:
-            yield from embedding_signatures(i, arch.widths[i - 1], stage.width, arch.resolution(i - 1))
+            yield from embedding_signatures(i, widths[i - 1], stage.width, stage_resolution(size, i - 1))
         for block in stage.blocks:
-            yield block_signature(i, block.type, stage.width, block.expansion, arch.resolution(i))
-    yield head_signature(arch.widths[-1], arch.num_classes, arch.distillation, arch.resolution(3))
+            yield block_signature(i, block.type, stage.width, block.expansion, r)
+    yield head_signature(widths[-1], arch.num_classes, arch.distillation, stage_resolution(size, 3))
 
 
 @functools.lru_cache(maxsize=65536)

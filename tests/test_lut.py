@@ -40,6 +40,7 @@ def test_build_tiny_space(tiny_lut):
     assert {"cpu", "onnxruntime", "torch"} <= set(lut.meta["machine"])
     assert path.with_suffix(".csv").is_file()
     assert (lut.table["median_ms"] > 0).all() and (lut.table["n"] == 3).all()
+    assert (lut.table["q25_ms"] <= lut.table["median_ms"]).all()
     rng = __import__("random").Random(0)
     for _ in range(10):  # every member is covered
         assert lut.missing(TINY.sample(rng, **CTX)) == []
@@ -49,7 +50,8 @@ def test_predict_is_calibrated_sum(tiny_lut):
     path, _, _ = tiny_lut
     lut = LatencyLUT.load(path, space=TINY, image_size=64)
     arch = TINY.largest(**CTX)
-    by_key = dict(zip(lut.table["key"], lut.table["median_ms"]))
+    assert lut.statistic == "q25"
+    by_key = dict(zip(lut.table["key"], lut.table["q25_ms"]))
     total = sum(by_key[s.key] for s in arch_signatures(arch))
     assert lut.predict(arch) == pytest.approx(total)
     lut.set_calibration(a=1.5, b=0.25)
@@ -75,7 +77,7 @@ def test_refusals(tiny_lut):
 def test_resume_after_kill(tmp_path):
     out = tmp_path / "k.parquet"
     cmd = ["eformer-lut", "build", "space=tiny", "image_size=64", "num_classes=10", "distillation=false",
-           f"out={out}", "lut.protocol.repeats=40", "lut.progress=false", "device.threads=1"]
+           f"out={out}", "lut.protocol.repeats=15", "lut.interleave=4", "lut.progress=false", "device.threads=1"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -143,3 +145,21 @@ def test_mes():
     assert mes_score({"latency_ms": 2.0}, {"latency_ms": 1.0}, {"latency_ms": 1.0}, score=10) == pytest.approx(5)
     with pytest.raises(KeyError, match="no unit/exponent"):
         mes_score({"flops": 1.0}, {}, {})
+
+
+def test_cli_show_validate_and_refusal(tiny_lut, tmp_path):
+    path, _, _ = tiny_lut
+    copy = tmp_path / "cli.parquet"
+    copy.write_bytes(path.read_bytes())
+    base = ["space=tiny", f"out={copy}", "lut.progress=false", "device.threads=1"]
+    res = subprocess.run(["eformer-lut", "show", *base], capture_output=True, text=True)
+    assert res.returncode == 0 and "entries, complete=True" in res.stdout
+    res = subprocess.run(["eformer-lut", "validate", *base, "lut.validate.members=6", "lut.validate.protocol.repeats=4"],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert "held-out (3): MAPE" in res.stdout and (tmp_path / "cli-validation" / "lut_validation.png").is_file()
+    res = subprocess.run(["eformer-lut", "validate", f"out={copy}", "lut.progress=false"], capture_output=True, text=True)
+    assert res.returncode == 2 and "was built for space tiny" in res.stderr and "Traceback" not in res.stderr
+    res = subprocess.run(["eformer-lut", "build", "space=tiny", f"out={tmp_path / 'x.parquet'}", "device.backend=tpu"],
+                         capture_output=True, text=True)
+    assert res.returncode == 2 and "device.backend: 'tpu' is not one of ort, torch, command" in res.stderr
