@@ -2,6 +2,7 @@
 
     eformer-export convert --src eformer_s0_450.pth --arch s0 --source official --out s0.pth
     eformer-export onnx --arch s0 [--weights s0.pth] [--image-size 224] [--out s0.onnx]
+    eformer-export arch --run runs/search/slimming-s0 (--best | --pareto | --trial N) [--out DIR]
 """
 from __future__ import annotations
 
@@ -80,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output .onnx (default: <arch name>.onnx)")
     p.add_argument("--no-check", action="store_true", help="skip the onnxruntime parity check")
     p.set_defaults(func=cmd_onnx)
+
+    from search.export_arch import add_arch_parser
+
+    add_arch_parser(sub)
     return parser
 
 

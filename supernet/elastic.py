@@ -220,4 +220,6 @@ class Supernet(nn.Module):
             raise CheckpointError(f"{p}: not a supernet file (expected format {SUPERNET_FORMAT})")
         net = cls(SearchSpace.from_dict(payload["space"]), drop_path_rate=payload["drop_path_rate"], **payload["context"])
         net.load_state_dict(payload["state_dict"], strict=True)
+        net.train_config = payload.get("train_config")  # the eformer-train settings (data, ...) if recorded
+        net.source_path = p
         return net.eval()

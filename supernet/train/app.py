@@ -3,6 +3,10 @@
     eformer-train                                   # digits, default space, runs/train/digits-efficientformerv2
     eformer-train space=tiny train.epochs=2 run_dir=runs/tiny
     torchrun --nproc_per_node=8 -m supernet.train.app data=imagefolder data.root=/data/imagenet
+    eformer-train arch=export/slimming-s0.yaml init_weights=export/slimming-s0.pt run_dir=runs/finetune/s0
+
+Fine-tuning mode (``arch=`` an ArchConfig YAML or preset, optionally ``init_weights=`` its exported
+weights): the same loop trains that one member (no sandwich) and also writes model.pt.
 
 Rerunning the same command resumes from the run directory's checkpoint (or does nothing if the
 run is complete). Outputs in ``run_dir``: checkpoint.pt, supernet.pt (final), train_log.jsonl (per
@@ -27,7 +31,7 @@ from supernet.data import build_data
 from supernet.elastic import Supernet
 from supernet.errors import UserError, report_user_errors
 from supernet.evaluation import evaluate_member
-from supernet.io_utils import atomic_write_text
+from supernet.io_utils import atomic_torch_save, atomic_write_text
 from supernet.layers import LayerScale
 from supernet.signatures import count_macs, count_params
 from supernet.space import SearchSpace
@@ -75,6 +79,15 @@ def init_from_pretrained(supernet: Supernet, spec: DictConfig) -> None:
         supernet.load_member(arch, sd)
 
 
+def fixed_member(supernet: Supernet, cfg: DictConfig) -> ArchConfig | None:
+    """Fine-tuning mode (``arch=FILE|preset``): the one member trained every step, or None (sandwich rule)."""
+    if not cfg.get("arch"):
+        return None
+    arch = supernet.member(ArchConfig.resolve(cfg.arch))
+    supernet.space.check_member(arch)
+    return arch
+
+
 def run_training(cfg: DictConfig) -> Path:
     """Train (or resume, or confirm complete) the run in ``cfg.run_dir``; returns the supernet file."""
     t = cfg.train
@@ -104,6 +117,9 @@ def run_training(cfg: DictConfig) -> Path:
                 m.gamma.fill_(float(t.layer_scale_init))
     if t.get("init_from") and state is None:
         init_from_pretrained(supernet, t.init_from)
+    fixed = fixed_member(supernet, cfg)
+    if fixed is not None and cfg.get("init_weights") and state is None:
+        supernet.load_member(fixed, convert_state_dict(read_checkpoint(cfg.init_weights), "ours"))
     supernet.to(info.device)
     optimizer = torch.optim.AdamW(param_groups(supernet, float(t.weight_decay)), lr=float(t.lr))
     steps_per_epoch = data.train_sampler(int(t.batch_size), 0, info.rank, info.world).num_batches()
@@ -127,7 +143,7 @@ def run_training(cfg: DictConfig) -> Path:
     keep = step if state is not None else None
     train_log = JsonlLog(run_dir / "train_log.jsonl", keep)
     metrics_log = JsonlLog(run_dir / "metrics.jsonl", keep)
-    members_to_eval = eval_members(supernet, space, list(t.eval_presets))
+    members_to_eval = eval_members(supernet, space, list(t.eval_presets)) if fixed is None else {"arch": fixed}
 
     def checkpoint(complete: bool = False) -> None:
         if info.is_main:
@@ -158,7 +174,7 @@ def run_training(cfg: DictConfig) -> Path:
         epoch, first = divmod(step, steps_per_epoch)
         for x, y in data.train_loader(int(t.batch_size), epoch, info.rank, info.world, first):
             x, y = x.to(info.device), y.to(info.device)
-            members = sandwich_members(space, step, int(t.seed), int(t.num_random), **context)
+            members = [fixed] if fixed is not None else sandwich_members(space, step, int(t.seed), int(t.num_random), **context)
             model.train()
             optimizer.zero_grad(set_to_none=True)
             losses = sandwich_step(model, supernet, members, x, y, float(t.label_smoothing), float(t.kd_temperature))
@@ -198,6 +214,8 @@ def run_training(cfg: DictConfig) -> Path:
                    "ranks_identical": len(set(digests["parameters"])) == 1 and len(set(digests["state"])) == 1,
                    "final_metrics": [r for r in metrics_log.read() if r["epoch"] == int(t.epochs) - 1]}
         supernet.save(final_path, train_config=flat)
+        if fixed is not None:  # the fine-tuned network itself, loadable by eformer-export / build_model
+            atomic_torch_save({"model": supernet.extract(fixed).state_dict(), "arch": fixed.to_dict()}, run_dir / "model.pt")
         atomic_write_text(run_dir / "final.json", json.dumps(summary, indent=2) + "\n")
     checkpoint(complete=True)
     shutdown(info)

@@ -1,0 +1,220 @@
+"""``eformer-search``: search the supernet's space against a device LUT (Hydra app; conf/eformer_search.yaml).
+
+    eformer-search                                           # slimming to the S0 budget (SQLite in the run dir)
+    eformer-search search=nsga2 search.n_trials=200
+    eformer-search search=tpe search.budget.latency_ms=20 search.budget.params_m=5
+    eformer-search -m search.budget=s0,s1,s2,l               # one study per budget
+    eformer-search search=nsga2 storage=journal worker=1     # one of N workers on one study (start N of them)
+
+Rerunning the same command continues the same study (finished work is not repeated). The run
+directory gets search.json (what ``eformer-export arch --run DIR`` reads) and the study storage.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import hydra
+import optuna
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from latency_lut.lut import LatencyLUT
+from search.budgets import Budget, budget_name, resolve_budget
+from search.metrics import CandidateEvaluator, resolve_mes, trial_attrs
+from search.params import distributions, params_of
+from search.proxy import AnalyticProxy, SupernetProxy
+from search.results import RUN_FILE, RUN_FORMAT, best_trial, completed
+from search.slimming import ACTION_KINDS, Candidate, SlimmingSettings, slim
+from search.storage import open_storage, storage_url
+from search.strategies import ALL_STRATEGIES, PARETO_DIRECTIONS, get_strategy, pareto_values
+from search.worker import run_worker
+from supernet.arch import PRESETS, ArchConfig
+from supernet.data import build_data
+from supernet.elastic import Supernet
+from supernet.errors import UserError, report_user_errors
+from supernet.io_utils import atomic_write_text
+
+OmegaConf.register_new_resolver("budget_name", budget_name, replace=True)
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def data_settings(supernet: Supernet, override: Optional[dict[str, Any]]) -> dict[str, Any]:
+    """The data the proxy evaluates on: ``proxy.data`` if given, else the supernet's training data."""
+    if override:
+        return override
+    tc = getattr(supernet, "train_config", None) or {}
+    data = {k[len("data."):]: v for k, v in tc.items() if k.startswith("data.")}
+    if not data:
+        raise UserError(f"{supernet.source_path}: records no training data; give proxy.data (a data config)")
+    return data
+
+
+def build_proxy(cfg: DictConfig, supernet: Supernet, supernet_digest: str):
+    p = cfg.proxy
+    if p.kind == "analytic":
+        return AnalyticProxy()
+    if p.kind != "supernet":
+        raise UserError(f"proxy.kind: {p.kind!r} is not one of supernet, analytic")
+    data_cfg = data_settings(supernet, OmegaConf.to_container(p.data, resolve=True) if p.get("data") else None)
+    data = build_data(data_cfg)
+    key = json.dumps({"supernet": supernet_digest, "data": data_cfg, "calib": p.calib_images, "val": p.val_images},
+                     sort_keys=True, default=str)
+    cache = Path(p.cache) if p.get("cache") else None
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+    return SupernetProxy.from_data(supernet, data, int(p.calib_images), p.val_images, cache,
+                                   hashlib.sha256(key.encode()).hexdigest()[:16])
+
+
+def _settings(cfg: DictConfig, budget: Budget, space_hash: str, supernet_digest: str, lut: LatencyLUT) -> dict[str, Any]:
+    """What must not change between a study and its continuation."""
+    s = OmegaConf.to_container(cfg.search, resolve=True)
+    for k in ("n_trials", "budget"):
+        s.pop(k, None)
+    return {"search": s, "budget": [budget.latency_ms, budget.params], "space": space_hash, "supernet": supernet_digest,
+            "lut": [lut.meta.get("created"), lut.meta.get("calibration")], "mes": OmegaConf.to_container(cfg.mes, resolve=True),
+            "proxy": [cfg.proxy.kind, cfg.proxy.calib_images, cfg.proxy.val_images]}
+
+
+def open_study(cfg: DictConfig, url: str, name: str, directions: list[str], settings: dict[str, Any]) -> optuna.Study:
+    study = optuna.create_study(study_name=name, storage=open_storage(url), directions=directions, load_if_exists=True)
+    saved = study.user_attrs.get("settings")
+    mine = json.loads(json.dumps(settings, default=str))
+    if saved is None:
+        study.set_user_attr("settings", mine)
+    elif saved != mine:
+        diff = sorted(k for k in mine if mine[k] != saved.get(k))
+        raise UserError(f"study {name!r} in {url} was made with other settings ({', '.join(diff)}); "
+                        "use another run_dir / study_name, or delete the old study")
+    return study
+
+
+def record_slimming(study: optuna.Study, space, budget: Budget) -> Any:
+    """The ``record`` callback of :func:`slim`: one COMPLETE trial per evaluated candidate (skipping
+    those a previous, interrupted run already recorded)."""
+    dists = distributions(space)
+    seen = {t.user_attrs.get("slim_key") for t in completed(study)}
+
+    def record(c: Candidate) -> None:
+        key = f"{c.step}|{c.action}|{c.chosen}"
+        if key in seen:
+            return
+        m = c.metrics
+        attrs = trial_attrs(c.arch, m, strategy="slimming", budget=budget.name, feasible=budget.met(m.latency_ms, m.params),
+                            step=c.step, action=c.action, chosen=c.chosen, score=c.score, slim_key=key)
+        study.add_trial(optuna.trial.create_trial(
+            values=pareto_values(m), params=params_of(c.arch, space), distributions=dists, user_attrs=attrs,
+            constraints=budget.violations(m.latency_ms, m.params)))
+        seen.add(key)
+
+    return record
+
+
+def preset_points(supernet: Supernet, evaluator: CandidateEvaluator) -> dict[str, dict[str, Any]]:
+    """The released presets that are members of the space, scored like every candidate (for plots and tables)."""
+    out = {}
+    for name in PRESETS:
+        arch = supernet.member(ArchConfig.preset(name))
+        if supernet.space.contains(arch):
+            out[name] = {"summary": arch.summary(), **evaluator(arch).as_dict()}
+    return out
+
+
+def run_search(cfg: DictConfig) -> dict[str, Any]:
+    """Run (or continue) the study described by ``cfg``; write ``<run_dir>/search.json``; return it."""
+    started = time.time()
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg.threads))
+    name = cfg.search.name
+    if name not in ALL_STRATEGIES:
+        raise UserError(f"search.name: {name!r} is not a strategy; choose one of {', '.join(ALL_STRATEGIES)}")
+    supernet = Supernet.load(cfg.supernet)
+    space, context = supernet.space, dict(supernet.context)
+    lut = LatencyLUT.load(cfg.lut_file, space)
+    budget = resolve_budget(OmegaConf.to_container(cfg.search.budget, resolve=True)
+                            if OmegaConf.is_config(cfg.search.budget) else cfg.search.budget, lut, space)
+    missing = lut.missing(lut.in_context(space.largest()))
+    if missing:
+        raise UserError(f"{cfg.lut_file}: incomplete LUT, e.g. no entry for {missing[0]} (finish it with eformer-lut build)")
+    digest = file_digest(supernet.source_path)
+    proxy = build_proxy(cfg, supernet, digest)
+    evaluator = CandidateEvaluator(proxy, lut, resolve_mes(OmegaConf.to_container(cfg.mes, resolve=True), lut))
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    url = storage_url(OmegaConf.to_container(cfg.storage, resolve=True), run_dir)
+    study_name = str(cfg.study_name)
+    settings = _settings(cfg, budget, space.hash, digest, lut)
+    print(f"eformer-search: {name} on {space.name} ({space.hash}), budget {budget.describe()}, "
+          f"study {study_name!r} in {url}")
+    path_out: list[dict[str, Any]] = []
+    if name == "slimming":
+        study = open_study(cfg, url, study_name, PARETO_DIRECTIONS, settings)
+        s = cfg.search
+        kinds = tuple(s.actions)
+        bad = [k for k in kinds if k not in ACTION_KINDS]
+        if bad:
+            raise UserError(f"search.actions: {bad[0]!r} is not one of {', '.join(ACTION_KINDS)}")
+        if s.expansion_scope not in ("block", "stage"):
+            raise UserError(f"search.expansion_scope: {s.expansion_scope!r} is not one of block, stage")
+        settings_ = SlimmingSettings(kinds, str(s.expansion_scope), int(s.moves_per_step), int(s.max_steps))
+        path = slim(space, evaluator, budget, context, settings_, record_slimming(study, space, budget), bool(cfg.progress))
+        path_out = [{"step": c.step, "action": c.action, "summary": c.arch.summary(), **c.metrics.as_dict()} for c in path]
+    else:
+        strategy = get_strategy(name)
+        study = open_study(cfg, url, study_name, strategy.directions, settings)
+        seed = int(cfg.seed) + 1000 * int(cfg.worker) + len(study.get_trials(deepcopy=False))
+        study.sampler = strategy.make_sampler(cfg.search, seed)
+        st = cfg.storage
+        run_worker(study, strategy, space, evaluator, budget, int(cfg.search.n_trials), context,
+                   float(st.heartbeat_s), float(st.grace_s), progress=bool(cfg.progress))
+    best = best_trial(study, name)
+    presets = preset_points(supernet, evaluator)
+    record = {
+        "format": RUN_FORMAT, "strategy": name, "study_name": study_name, "storage": url,
+        "budget": {"name": budget.name, "latency_ms": budget.latency_ms, "params": budget.params},
+        "supernet": str(Path(supernet.source_path).resolve()), "supernet_digest": digest,
+        "lut": str(Path(cfg.lut_file).resolve()), "space": {"name": space.name, "hash": space.hash},
+        "context": context, "deploy_context": lut.context, "proxy": cfg.proxy.kind,
+        "evaluations": proxy.evaluations if hasattr(proxy, "evaluations") else None,
+        "trials": len(completed(study)), "best_trial": best.number if best else None,
+        "best": {k: best.user_attrs.get(k) for k in ("summary", "top1", "latency_ms", "params", "macs", "mes", "feasible")} if best else None,
+        "path": path_out,
+        "presets": presets, "proxy_config": OmegaConf.to_container(cfg.proxy, resolve=True),
+        "seconds": round(time.time() - started, 1),
+    }
+    atomic_write_text(run_dir / RUN_FILE, json.dumps(record, indent=1))
+    if best is not None:
+        b = best.user_attrs
+        print(f"eformer-search: best (trial {best.number}): {b['summary']}  top1 {b['top1']:.2f}%  "
+              f"LUT {b['latency_ms']:.2f} ms  {b['params'] / 1e6:.2f} M params  {b['macs'] / 1e9:.3f} GMACs")
+    else:
+        print("eformer-search: no feasible trial yet")
+    print(f"eformer-search: {record['trials']} trials in {url}; export with: eformer-export arch --run {run_dir} --best")
+    return record
+
+
+@hydra.main(config_path="../conf", config_name="eformer_search", version_base="1.3")
+@report_user_errors("eformer-search")
+def _hydra_main(cfg: DictConfig) -> None:
+    run_search(cfg)
+
+
+def main() -> None:
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()

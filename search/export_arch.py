@@ -1,0 +1,141 @@
+"""``eformer-export arch``: turn searched trials into things people train and deploy.
+
+For each chosen trial: ``<name>.yaml`` (a conf/arch-style ArchConfig in the LUT's deployment
+context, so build_model gives the recorded parameters and the LUT the recorded latency),
+``<name>.pt`` (the member's weights extracted from the supernet, with its architecture in the
+supernet's context) and ``<name>.onnx`` (those weights, deploy form, checked under onnxruntime).
+Plus ``trials.csv`` (every trial), ``pareto.png`` (proxy top-1 vs LUT latency, presets marked),
+``slimming_path.png`` (slimming runs) and ``export.json`` (what was written).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from search.results import arch_of, best_trial, completed, load_study, pareto, read_run, slimming_path, trials_frame  # noqa: E402
+from supernet.elastic import Supernet  # noqa: E402
+from supernet.errors import UserError  # noqa: E402
+from supernet.io_utils import atomic_torch_save, atomic_write, atomic_write_text  # noqa: E402
+from supernet.onnx_export import export_onnx  # noqa: E402
+
+
+def choose_trials(study, run: dict[str, Any], args: argparse.Namespace) -> list:
+    trials = completed(study)
+    if args.trial is not None:
+        found = [t for t in trials if t.number == args.trial]
+        if not found:
+            raise UserError(f"--trial: {args.trial} is not a completed trial of study {run['study_name']!r} "
+                            f"(completed: {len(trials)})")
+        return found
+    if args.pareto:
+        return pareto(trials)
+    best = best_trial(study, run["strategy"])
+    if best is None:
+        raise UserError(f"--best: study {run['study_name']!r} has no feasible completed trial")
+    return [best]
+
+
+def plot_pareto(trials: list, front: list, run: dict[str, Any], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    lat = [t.user_attrs["latency_ms"] for t in trials]
+    acc = [t.user_attrs["top1"] for t in trials]
+    ax.scatter(lat, acc, s=8, c="0.7", label=f"trials ({len(trials)})")
+    ax.plot([t.user_attrs["latency_ms"] for t in front], [t.user_attrs["top1"] for t in front], "o-", c="C0",
+            ms=4, label="Pareto front (feasible)")
+    for name, p in (run.get("presets") or {}).items():
+        ax.scatter([p["latency_ms"]], [p["top1"]], marker="*", s=120, c="C3", zorder=5)
+        ax.annotate(name.upper(), (p["latency_ms"], p["top1"]), textcoords="offset points", xytext=(4, 4), color="C3")
+    b = run["budget"]
+    if b.get("latency_ms"):
+        ax.axvline(b["latency_ms"], ls="--", c="C2", lw=1, label=f"budget {b['name']}")
+    ax.set_xlabel(f"LUT latency (ms, {Path(run['lut']).stem})")
+    ax.set_ylabel("proxy top-1 (%, supernet member)")
+    ax.set_title(f"{run['strategy']} - {run['study_name']}")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
+    plt.close(fig)
+
+
+def plot_path(steps: list, run: dict[str, Any], path: Path) -> None:
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.6))
+    x = [t.user_attrs["step"] for t in steps]
+    a1.plot(x, [t.user_attrs["latency_ms"] for t in steps], "o-", ms=3, label="LUT latency (ms)")
+    a1.plot(x, [t.user_attrs["params"] / 1e6 for t in steps], "s-", ms=3, label="params (M)")
+    if run["budget"].get("latency_ms"):
+        a1.axhline(run["budget"]["latency_ms"], ls="--", c="C2", lw=1, label="latency budget")
+    a1.set_xlabel("slimming step")
+    a1.legend(fontsize=8)
+    a2.plot(x, [t.user_attrs["top1"] for t in steps], "o-", ms=3, c="C3")
+    a2.set_xlabel("slimming step")
+    a2.set_ylabel("proxy top-1 (%)")
+    fig.suptitle(f"slimming path to {run['budget']['name']}")
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
+    plt.close(fig)
+
+
+def export_trial(trial, run: dict[str, Any], supernet: Supernet, out: Path, onnx: bool) -> dict[str, Any]:
+    """Write the YAML, weights and ONNX of one trial; returns the manifest entry."""
+    name = f"{run['strategy']}-{run['budget']['name']}-t{trial.number}"
+    deployed = arch_of(trial).replace(name=name, **run["deploy_context"])
+    entry: dict[str, Any] = {"trial": trial.number, "name": name,
+                             **{k: trial.user_attrs.get(k) for k in ("summary", "top1", "latency_ms", "params", "macs", "mes")}}
+    atomic_write_text(out / f"{name}.yaml", deployed.to_yaml())
+    entry["yaml"] = str(out / f"{name}.yaml")
+    member = supernet.member(deployed)
+    model = supernet.extract(member).eval()
+    atomic_torch_save({"model": model.state_dict(), "arch": member.to_dict()}, out / f"{name}.pt")
+    entry["weights"] = str(out / f"{name}.pt")
+    if onnx:
+        size = member.image_size
+        export_onnx(model, out / f"{name}.onnx", (1, 3, size, size))
+        from search.export_cli import check_onnx_parity
+
+        entry["onnx"] = str(out / f"{name}.onnx")
+        entry["onnx_max_abs_diff"] = check_onnx_parity(model, out / f"{name}.onnx")
+    return entry
+
+
+def cmd_arch(args: argparse.Namespace) -> None:
+    run = read_run(args.run)
+    study = load_study(run)
+    chosen = choose_trials(study, run, args)
+    out = Path(args.out) if args.out else Path(args.run) / "export"
+    out.mkdir(parents=True, exist_ok=True)
+    supernet = Supernet.load(run["supernet"])
+    entries = [export_trial(t, run, supernet, out, not args.no_onnx) for t in chosen]
+    frame = trials_frame(study)
+    atomic_write(out / "trials.csv", lambda tmp: frame.to_csv(tmp, index=False))
+    trials = completed(study)
+    plots = {"pareto": str(out / "pareto.png")}
+    plot_pareto(trials, pareto(trials), run, out / "pareto.png")
+    if run["strategy"] == "slimming":
+        plot_path(slimming_path(study), run, out / "slimming_path.png")
+        plots["slimming_path"] = str(out / "slimming_path.png")
+    manifest = {"run": str(Path(args.run).resolve()), "study": run["study_name"], "exported": entries,
+                "trials_csv": str(out / "trials.csv"), "plots": plots}
+    atomic_write_text(out / "export.json", json.dumps(manifest, indent=1))
+    for e in entries:
+        print(f"trial {e['trial']}: {e['summary']}  top1 {e['top1']:.2f}%  LUT {e['latency_ms']:.2f} ms  "
+              f"{e['params'] / 1e6:.3f} M -> {e['yaml']}, {e['weights']}" + (f", {e['onnx']}" if "onnx" in e else ""))
+    print(f"trials: {out / 'trials.csv'} ({len(frame)} rows); plots: {', '.join(plots.values())}")
+
+
+def add_arch_parser(sub: Any) -> None:
+    p = sub.add_parser("arch", help="export searched architectures (YAML, weights, ONNX, trials CSV, plots)")
+    p.add_argument("--run", required=True, help="an eformer-search run directory (holds search.json)")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--best", action="store_true", help="the run's best member (slimming: the end of the path)")
+    which.add_argument("--pareto", action="store_true", help="every member on the feasible accuracy-latency front")
+    which.add_argument("--trial", type=int, help="one trial by number")
+    p.add_argument("--out", help="output directory (default: <run>/export)")
+    p.add_argument("--no-onnx", action="store_true", help="skip the ONNX files")
+    p.set_defaults(func=cmd_arch)

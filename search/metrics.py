@@ -1,0 +1,78 @@
+"""Metrics of a candidate: proxy accuracy (from an accuracy proxy), latency (LUT), parameters and
+MACs (analytic), and the Mobile Efficiency Score.
+
+Latency, parameters, MACs and MES are those of the architecture as deployed (the LUT's context:
+image size, classes, heads); accuracy is the proxy's (e.g. the digits supernet member's).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+from latency_lut.lut import LatencyLUT
+from latency_lut.mes import mes
+from supernet.arch import ArchConfig
+from search.params import arch_hash
+from supernet.errors import UserError
+from supernet.signatures import count_macs, count_params
+
+
+@dataclasses.dataclass(frozen=True)
+class MESConfig:
+    units: Mapping[str, float]
+    exponents: Mapping[str, float]
+    score: float = 100.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Metrics:
+    top1: float
+    latency_ms: float
+    params: int
+    macs: int
+    mes: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def deploy_costs(arch: ArchConfig, lut: LatencyLUT, mes_cfg: MESConfig) -> tuple[float, int, int, float]:
+    """(latency ms, params, MACs, MES) of ``arch`` in the LUT's deployment context."""
+    deployed = lut.in_context(arch)
+    lat = lut.predict(deployed)
+    params = count_params(deployed)
+    return lat, params, count_macs(deployed), mes(lat, params, mes_cfg.units, mes_cfg.exponents, mes_cfg.score)
+
+
+def resolve_mes(cfg: Mapping[str, Any], lut: LatencyLUT) -> MESConfig:
+    """MES settings from config; a unit given as a preset name (e.g. ``latency_ms: s0``) is that
+    preset's LUT latency / parameters in the LUT's deployment context."""
+    units = {}
+    for key, unit in dict(cfg["units"]).items():
+        if isinstance(unit, str):
+            try:
+                preset = lut.in_context(ArchConfig.preset(unit))
+            except Exception:
+                raise UserError(f"mes.units.{key}: {unit!r} is neither a number nor a preset name") from None
+            unit = lut.predict(preset) if key == "latency_ms" else count_params(preset) / 1e6
+        units[key] = float(unit)
+    return MESConfig(units, {k: float(v) for k, v in dict(cfg["exponents"]).items()}, float(cfg.get("score", 100.0)))
+
+
+class CandidateEvaluator:
+    """Proxy accuracy (supernet context) + deployed costs (LUT context) of one architecture."""
+
+    def __init__(self, proxy: Any, lut: LatencyLUT, mes_cfg: MESConfig) -> None:
+        self.proxy, self.lut, self.mes_cfg = proxy, lut, mes_cfg
+
+    def costs(self, arch: ArchConfig) -> tuple[float, int, int, float]:
+        return deploy_costs(arch, self.lut, self.mes_cfg)
+
+    def __call__(self, arch: ArchConfig) -> Metrics:
+        lat, params, macs, score = self.costs(arch)
+        return Metrics(float(self.proxy(arch)["top1"]), lat, params, macs, score)
+
+
+def trial_attrs(arch: ArchConfig, m: Metrics, **extra: Any) -> dict[str, Any]:
+    """User attributes every recorded candidate carries (the export and the reports read them)."""
+    return {"arch": arch.to_dict(), "arch_hash": arch_hash(arch), "summary": arch.summary(), **m.as_dict(), **extra}

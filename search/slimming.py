@@ -1,0 +1,202 @@
+"""The paper's fine-grained joint search ("slimming"), EfficientFormerV2 Sec. 4.
+
+Start at the largest member. Each step evaluates every action - drop a block, shrink a stage's
+width by one step, shrink an FFN's expansion by one step - for proxy accuracy (supernet) and
+MES gain (LUT latency, analytic parameters), applies the action with the smallest accuracy drop
+per MES gained, and repeats until the budget is met. Depth follows the supernet's policy (FFN
+blocks then attention blocks, each a prefix of its slots), so "drop a block" removes a stage's
+last FFN block or its last attention block.
+
+``moves_per_step > 1`` applies the best few actions on different targets per step (fewer steps,
+same action scores); ``expansion_scope: stage`` shrinks the largest expansions of a stage together
+(fewer actions). Both are speed knobs for the quick demo; the defaults are the paper's.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Callable, Optional, Sequence
+
+from tqdm import tqdm
+
+from search.budgets import Budget
+from search.metrics import CandidateEvaluator, Metrics
+from supernet.arch import ArchConfig
+from supernet.space import SearchSpace
+
+ACTION_KINDS = ("drop", "width", "expansion")
+
+
+@dataclasses.dataclass(frozen=True)
+class Action:
+    """``kind`` in drop_ffn | drop_attn | width | expansion; ``block`` for per-block expansion (-1: stage)."""
+
+    kind: str
+    stage: int
+    block: int = -1
+
+    @property
+    def target(self) -> tuple[int, str, int]:
+        return (self.stage, self.kind, self.block)
+
+    def describe(self, before: ArchConfig, after: ArchConfig) -> str:
+        s = self.stage
+        if self.kind == "width":
+            return f"stage {s + 1} width {before.widths[s]}->{after.widths[s]}"
+        if self.kind.startswith("drop"):
+            return f"stage {s + 1} drop {'attention' if self.kind == 'drop_attn' else 'FFN'} block"
+        if self.block >= 0:
+            return f"stage {s + 1} block {self.block + 1} expansion {before.expansions[s][self.block]}->{after.expansions[s][self.block]}"
+        return f"stage {s + 1} expansions {''.join(map(str, before.expansions[s]))}->{''.join(map(str, after.expansions[s]))}"
+
+
+def _smaller(choices: Sequence[int], value: int) -> Optional[int]:
+    lower = [c for c in choices if c < value]
+    return max(lower) if lower else None
+
+
+def apply_action(arch: ArchConfig, action: Action, space: SearchSpace) -> Optional[ArchConfig]:
+    """``arch`` after ``action``, or None when the action leaves the space."""
+    widths = list(arch.widths)
+    exps = [list(e) for e in arch.expansions]
+    attn = [s.num_attn for s in arch.stages]
+    i, st = action.stage, space.stages[action.stage]
+    if action.kind == "width":
+        w = _smaller(st.widths, widths[i])
+        if w is None:
+            return None
+        widths[i] = w
+    elif action.kind in ("drop_ffn", "drop_attn"):
+        f, a = arch.stages[i].num_ffn, attn[i]
+        if action.kind == "drop_ffn":
+            if f == 0:
+                return None
+            del exps[i][f - 1]
+            f -= 1
+        else:
+            if a == 0:
+                return None
+            del exps[i][-1]
+            a -= 1
+        if (f, a) not in st.depth_pairs():
+            return None
+        attn[i] = a
+    elif action.kind == "expansion":
+        blocks = [action.block] if action.block >= 0 else [j for j, e in enumerate(exps[i]) if e == max(exps[i], default=0)]
+        if not blocks or action.block >= len(exps[i]):
+            return None
+        for j in blocks:
+            e = _smaller(st.expansions, exps[i][j])
+            if e is None:
+                return None
+            exps[i][j] = e
+    else:
+        raise ValueError(action.kind)
+    out = space.member(widths, exps, attn, name=arch.name, image_size=arch.image_size,
+                       num_classes=arch.num_classes, distillation=arch.distillation)
+    return out if space.contains(out) else None
+
+
+def candidate_actions(arch: ArchConfig, space: SearchSpace, kinds: Sequence[str] = ACTION_KINDS,
+                      expansion_scope: str = "block") -> list[tuple[Action, ArchConfig]]:
+    """Every applicable action and the member it leads to."""
+    actions: list[Action] = []
+    for i, stage in enumerate(arch.stages):
+        if "drop" in kinds:
+            actions += [Action("drop_ffn", i), Action("drop_attn", i)]
+        if "width" in kinds:
+            actions.append(Action("width", i))
+        if "expansion" in kinds:
+            actions += ([Action("expansion", i, j) for j in range(stage.depth)] if expansion_scope == "block"
+                        else [Action("expansion", i)])
+    out = []
+    for a in actions:
+        nxt = apply_action(arch, a, space)
+        if nxt is not None:
+            out.append((a, nxt))
+    return out
+
+
+@dataclasses.dataclass
+class Candidate:
+    step: int
+    action: str
+    arch: ArchConfig
+    metrics: Metrics
+    score: Optional[float]  # accuracy drop per MES gained (None: the step's starting member)
+    chosen: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class SlimmingSettings:
+    actions: tuple[str, ...] = ACTION_KINDS
+    expansion_scope: str = "block"
+    moves_per_step: int = 1
+    max_steps: int = 500
+
+
+def slim(space: SearchSpace, evaluator: CandidateEvaluator, budget: Budget, context: dict[str, Any],
+         settings: SlimmingSettings, record: Callable[[Candidate], None], progress: bool = True) -> list[Candidate]:
+    """Walk from the largest member until ``budget`` is met; ``record`` sees every evaluated candidate
+    (the step's start included) in order. Returns the path (the applied members, start first)."""
+    cur = space.largest(name="slimmed", **context)
+    m = evaluator(cur)
+    start = Candidate(0, "start (largest member)", cur, m, None, chosen=True)
+    record(start)
+    path = [start]
+    lat0 = m.latency_ms
+    bar = tqdm(total=100, desc=f"slimming to {budget.name}", unit="%", disable=not progress, dynamic_ncols=True,
+               bar_format="{l_bar}{bar}| {n:.0f}/{total} [{elapsed}<{remaining}, {postfix}]")
+    started = time.time()
+    step = 0
+    try:
+        while not budget.met(m.latency_ms, m.params):
+            step += 1
+            if step > settings.max_steps:
+                raise RuntimeError(f"slimming did not meet {budget.describe()} in {settings.max_steps} steps")
+            moves = candidate_actions(cur, space, settings.actions, settings.expansion_scope)
+            if not moves:
+                raise RuntimeError(f"slimming: no action left at {cur.summary()} and {budget.describe()} is not met")
+            if any(evaluator.proxy.cached(a) is None for _, a in moves):
+                evaluator.proxy.reference(cur)  # incremental evaluation of the neighbours
+            cands = []
+            for action, nxt in moves:
+                mc = evaluator(nxt)
+                gain = mc.mes - m.mes
+                score = (m.top1 - mc.top1) / gain if gain > 0 else None
+                cands.append(Candidate(step, action.describe(cur, nxt), nxt, mc, score))
+                cands[-1].move = action  # type: ignore[attr-defined]
+            ranked = sorted((c for c in cands if c.score is not None), key=lambda c: (c.score, -c.metrics.mes))
+            if not ranked:
+                raise RuntimeError(f"slimming: no action at {cur.summary()} improves MES")
+            applied, targets, labels = cur, set(), []
+            for c in ranked:
+                if len(labels) >= settings.moves_per_step or budget.met(*_costs(evaluator, applied)):
+                    break
+                if c.move.target in targets:  # type: ignore[attr-defined]
+                    continue
+                nxt = apply_action(applied, c.move, space)  # type: ignore[attr-defined]
+                if nxt is None:
+                    continue
+                applied, c.chosen = nxt, True
+                targets.add(c.move.target)  # type: ignore[attr-defined]
+                labels.append(c.action)
+            for c in cands:
+                record(c)
+            cur = applied
+            m = evaluator(cur)
+            if len(labels) > 1:  # the composed member is a new point on the path: record it too
+                record(Candidate(step, " + ".join(labels), cur, m, None, chosen=True))
+            path.append(Candidate(step, " + ".join(labels), cur, m, None, chosen=True))
+            done = 100.0 if budget.latency_ms is None else min(100.0, 100 * (lat0 - m.latency_ms) / max(1e-9, lat0 - budget.latency_ms))
+            bar.n = max(bar.n, done)
+            bar.set_postfix_str(f"step {step}, {m.latency_ms:.1f} ms, {m.params / 1e6:.2f} M, top1 {m.top1:.1f}, "
+                                f"{evaluator.proxy.evaluations} evals, {time.time() - started:.0f}s")
+    finally:
+        bar.close()
+    return path
+
+
+def _costs(evaluator: CandidateEvaluator, arch: ArchConfig) -> tuple[float, int]:
+    lat, params, _, _ = evaluator.costs(arch)
+    return lat, params

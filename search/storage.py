@@ -1,0 +1,109 @@
+"""Where studies live, and keeping them honest when workers die.
+
+* ``sqlite`` (default): ``<run_dir>/study.db``, one process (or a few on one host).
+* ``journal``: ``<run_dir>/study.journal`` (Optuna's JournalFileBackend), many processes on one host.
+* ``url``: any SQLAlchemy URL (``postgresql://user:pw@host/db``, ``mysql+pymysql://...``), many hosts.
+* ``memory``: in-process (benchmarks, tests).
+
+Heartbeats are ours, the same for every storage: a worker's thread stamps its running trial's
+``heartbeat`` user attribute every ``interval_s``; any worker marks RUNNING trials whose last
+stamp (or start) is older than ``grace_s`` as FAIL, so a killed worker's trial is not left running.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import optuna
+from optuna.storages import BaseStorage, InMemoryStorage, JournalStorage, RDBStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
+
+from supernet.errors import UserError
+
+KINDS = ("sqlite", "journal", "url", "memory")
+
+
+def storage_url(cfg: Mapping[str, Any], run_dir: Path) -> str:
+    """A printable identifier of the storage (recorded in search.json for the export)."""
+    kind = cfg.get("kind")
+    if kind == "sqlite":
+        return f"sqlite:///{(run_dir / cfg.get('file', 'study.db')).resolve()}"
+    if kind == "journal":
+        return f"journal:{(run_dir / cfg.get('file', 'study.journal')).resolve()}"
+    if kind == "url":
+        if not cfg.get("url"):
+            raise UserError("storage.url: give a SQLAlchemy URL, e.g. storage.url=postgresql://user:pw@host/optuna")
+        return str(cfg["url"])
+    if kind == "memory":
+        return "memory:"
+    raise UserError(f"storage.kind: {kind!r} is not one of {', '.join(KINDS)}")
+
+
+def open_storage(url: str) -> BaseStorage:
+    """Open the storage behind a :func:`storage_url` identifier."""
+    if url == "memory:":
+        return InMemoryStorage()
+    if url.startswith("journal:"):
+        path = Path(url[len("journal:"):])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(path)))
+    if url.startswith("sqlite:///"):
+        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        return RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 120}})
+    try:
+        return RDBStorage(url)
+    except Exception as exc:  # unreachable host, missing driver, bad URL
+        raise UserError(f"storage.url: cannot open {url!r} ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+
+
+class Heartbeat:
+    """Context manager: stamp ``trial``'s heartbeat every ``interval_s`` seconds from a thread."""
+
+    def __init__(self, storage: BaseStorage, trial_id: int, interval_s: float) -> None:
+        self.storage, self.trial_id, self.interval_s = storage, trial_id, interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _beat(self) -> None:
+        try:
+            self.storage.set_trial_user_attr(self.trial_id, "heartbeat", time.time())
+        except Exception:  # the trial finished meanwhile (or was reaped): nothing to keep alive
+            self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self._beat()
+
+    def __enter__(self) -> "Heartbeat":
+        self._beat()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def last_sign_of_life(trial: optuna.trial.FrozenTrial) -> float:
+    beat = trial.user_attrs.get("heartbeat")
+    if beat is not None:
+        return float(beat)
+    return trial.datetime_start.timestamp() if trial.datetime_start else time.time()
+
+
+def reap_stale(study: optuna.Study, grace_s: float, now: Optional[float] = None) -> list[int]:
+    """Mark RUNNING trials silent for more than ``grace_s`` seconds as FAIL; returns their numbers."""
+    now = time.time() if now is None else now
+    reaped = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if now - last_sign_of_life(t) > grace_s:
+            try:
+                study._storage.set_trial_user_attr(t._trial_id, "failed_reason", "no heartbeat (worker died)")
+                study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+                reaped.append(t.number)
+            except Exception:  # another worker reaped (or the owner finished) it first
+                pass
+    return reaped

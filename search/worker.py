@@ -1,0 +1,75 @@
+"""One worker of a sampler-driven study: ask, evaluate, tell, until the study holds exactly
+``n_trials`` COMPLETE trials - however many workers share the storage and whenever they die.
+
+Each round a worker (1) fails trials whose heartbeat stopped, (2) stops if ``n_trials`` trials are
+complete, (3) waits if the complete and running ones already fill the quota, else (4) asks for a
+trial and keeps it only if its number is among the first ``n_trials`` complete-or-running trials
+(concurrent asks can overshoot; the surplus is told FAIL with ``surplus=True`` and never evaluated).
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+import optuna
+from optuna.trial import TrialState
+from tqdm import tqdm
+
+from search.budgets import Budget
+from search.metrics import CandidateEvaluator, trial_attrs
+from search.params import suggest_arch
+from search.storage import Heartbeat, reap_stale
+from search.strategies import Strategy
+from supernet.space import SearchSpace
+
+LIVE = (TrialState.COMPLETE, TrialState.RUNNING)
+
+
+def _count(study: optuna.Study, states: tuple[TrialState, ...]) -> list[int]:
+    return sorted(t.number for t in study.get_trials(deepcopy=False, states=states))
+
+
+def run_worker(study: optuna.Study, strategy: Strategy, space: SearchSpace, evaluator: CandidateEvaluator,
+               budget: Budget, n_trials: int, context: dict[str, Any], heartbeat_s: float = 5.0,
+               grace_s: float = 30.0, poll_s: float = 1.0, progress: bool = True,
+               on_trial: Callable[[optuna.trial.FrozenTrial], None] | None = None) -> int:
+    """Work on ``study`` until it has ``n_trials`` COMPLETE trials; returns how many this worker completed."""
+    done_here = 0
+    complete = len(_count(study, (TrialState.COMPLETE,)))
+    bar = tqdm(total=n_trials, initial=min(complete, n_trials), desc=f"search {strategy.name}", unit="trial",
+               disable=not progress, dynamic_ncols=True)
+    try:
+        while True:
+            reap_stale(study, grace_s)
+            complete = len(_count(study, (TrialState.COMPLETE,)))
+            bar.n = min(complete, n_trials)
+            bar.refresh()
+            if complete >= n_trials:
+                return done_here
+            if len(_count(study, LIVE)) >= n_trials:
+                time.sleep(poll_s)  # the remaining trials are running elsewhere; they may yet fail
+                continue
+            trial = study.ask()
+            if trial.number not in _count(study, LIVE)[:n_trials]:
+                study._storage.set_trial_user_attr(trial._trial_id, "surplus", True)
+                study.tell(trial, state=TrialState.FAIL)
+                continue
+            with Heartbeat(study._storage, trial._trial_id, heartbeat_s):
+                try:
+                    arch = suggest_arch(trial, space, **context)
+                    m = evaluator(arch)
+                except BaseException:
+                    study.tell(trial, state=TrialState.FAIL)
+                    raise
+                for key, value in budget.violations(m.latency_ms, m.params).items():
+                    trial.set_constraint(key, value)
+                for key, value in trial_attrs(arch, m, strategy=strategy.name, budget=budget.name,
+                                              feasible=budget.met(m.latency_ms, m.params)).items():
+                    trial.set_user_attr(key, value)
+                frozen = study.tell(trial, strategy.values(m))
+            done_here += 1
+            bar.set_postfix(top1=f"{m.top1:.1f}", lat=f"{m.latency_ms:.1f}ms")
+            if on_trial is not None:
+                on_trial(frozen)
+    finally:
+        bar.close()
