@@ -3,6 +3,7 @@
     eformer-lut build space=efficientformerv2 device=ort image_size=224
     eformer-lut validate                    # fit the correction, report accuracy, write the scatter PNG
     eformer-lut show
+    eformer-lut predict arch_file=runs/search/slimming-s0/export/<name>.yaml   # or arch_file=s1
     eformer-lut build device=command device.command='adb ... {onnx} ...' device.regex='avg=([0-9.]+)'
 """
 from __future__ import annotations
@@ -19,10 +20,11 @@ from latency_lut.build import build_lut
 from latency_lut.lut import LatencyLUT
 from latency_lut.timing import Protocol
 from latency_lut.validate import validate_lut
+from supernet.arch import ArchConfig
 from supernet.errors import UserError, report_user_errors
 from supernet.space import SearchSpace
 
-COMMANDS = ("build", "validate", "show")
+COMMANDS = ("build", "validate", "show", "predict")
 
 
 def _protocol(cfg: DictConfig) -> Protocol:
@@ -37,6 +39,14 @@ def run_lut(cfg: DictConfig) -> dict:
         lut = LatencyLUT.load(out)
         print(lut.describe())
         return {"entries": len(lut)}
+    if cfg.command == "predict":
+        if not cfg.get("arch_file"):
+            raise UserError("arch_file: give an ArchConfig YAML or a preset name to predict")
+        lut = LatencyLUT.load(out, space)
+        arch = lut.in_context(ArchConfig.resolve(cfg.arch_file))
+        ms = lut.predict(arch)
+        print(f"{arch.name}: {ms:.3f} ms predicted by {out} ({arch.summary()})")
+        return {"latency_ms": ms}
     backend = make_backend(OmegaConf.to_container(cfg.device, resolve=True))
     if cfg.command == "build":
         lut = build_lut(space, backend, out, int(cfg.image_size), int(cfg.num_classes), bool(cfg.distillation),

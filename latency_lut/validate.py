@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from latency_lut.backends import Backend
 from latency_lut.lut import LatencyLUT
-from latency_lut.timing import Protocol, measure_samplers
+from latency_lut.timing import Protocol, Stats, measure_samplers
 from supernet.arch import PRESETS, ArchConfig
 from supernet.io_utils import atomic_write_text
 from supernet.model import build_model
@@ -52,6 +52,21 @@ def accuracy_metrics(pred: np.ndarray, meas: np.ndarray) -> dict[str, float]:
     }
 
 
+def measure_networks(archs: dict[str, ArchConfig], backend: Backend, protocol: Protocol, batch: int = 1,
+                     seed: int = 0, progress: bool = True) -> dict[str, Stats]:
+    """End-to-end latency of whole networks (random weights), measured interleaved on ``backend``."""
+    prepared = {}
+    for name, arch in tqdm(archs.items(), desc="export networks", unit="net", disable=not progress):
+        prepared[name] = backend.prepare(build_model(arch).eval(), (batch, 3, arch.image_size, arch.image_size), protocol)
+    warmups = {k: (lambda p=p: p.warmup()) for k, p in prepared.items()}
+    rounds = Protocol(protocol.warmup, backend.samples_per_measurement(protocol), protocol.number)
+    try:
+        return measure_samplers({k: p.sample for k, p in prepared.items()}, warmups, rounds, seed)
+    finally:
+        for p in prepared.values():
+            p.close()
+
+
 def validate_lut(
     lut_path: str | Path,
     space: SearchSpace,
@@ -69,14 +84,7 @@ def validate_lut(
     rng = random.Random(seed)
     archs = {f"m{i:03d}": space.sample(rng, **ctx).replace(name=f"m{i:03d}") for i in range(members)}
     archs.update({p: ArchConfig.preset(p).replace(**ctx) for p in PRESETS if space.contains(ArchConfig.preset(p))})
-    prepared = {}
-    for name, arch in tqdm(archs.items(), desc="eformer-lut validate: export", unit="net", disable=not progress):
-        prepared[name] = backend.prepare(build_model(arch).eval(), (batch, 3, arch.image_size, arch.image_size), protocol)
-    warmups = {k: (lambda p=p: p.warmup()) for k, p in prepared.items()}
-    rounds = Protocol(protocol.warmup, backend.samples_per_measurement(protocol), protocol.number)
-    stats = measure_samplers({k: p.sample for k, p in prepared.items()}, warmups, rounds, seed)
-    for p in prepared.values():
-        p.close()
+    stats = measure_networks(archs, backend, protocol, batch, seed, progress)
     sums = {k: lut.block_sum(a) for k, a in archs.items()}
     names = [k for k in archs if k.startswith("m")]
     order = names[:]

@@ -141,6 +141,8 @@ def run_search(cfg: DictConfig) -> dict[str, Any]:
     name = cfg.search.name
     if name not in ALL_STRATEGIES:
         raise UserError(f"search.name: {name!r} is not a strategy; choose one of {', '.join(ALL_STRATEGIES)}")
+    run_dir = Path(cfg.run_dir)
+    url = storage_url(OmegaConf.to_container(cfg.storage, resolve=True), run_dir)
     supernet = Supernet.load(cfg.supernet)
     space, context = supernet.space, dict(supernet.context)
     lut = LatencyLUT.load(cfg.lut_file, space)
@@ -152,9 +154,7 @@ def run_search(cfg: DictConfig) -> dict[str, Any]:
     digest = file_digest(supernet.source_path)
     proxy = build_proxy(cfg, supernet, digest)
     evaluator = CandidateEvaluator(proxy, lut, resolve_mes(OmegaConf.to_container(cfg.mes, resolve=True), lut))
-    run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    url = storage_url(OmegaConf.to_container(cfg.storage, resolve=True), run_dir)
     study_name = str(cfg.study_name)
     settings = _settings(cfg, budget, space.hash, digest, lut)
     print(f"eformer-search: {name} on {space.name} ({space.hash}), budget {budget.describe()}, "
@@ -193,6 +193,7 @@ def run_search(cfg: DictConfig) -> dict[str, Any]:
         "best": {k: best.user_attrs.get(k) for k in ("summary", "top1", "latency_ms", "params", "macs", "mes", "feasible")} if best else None,
         "path": path_out,
         "presets": presets, "proxy_config": OmegaConf.to_container(cfg.proxy, resolve=True),
+        "config": OmegaConf.to_container(cfg, resolve=True),
         "seconds": round(time.time() - started, 1),
     }
     atomic_write_text(run_dir / RUN_FILE, json.dumps(record, indent=1))

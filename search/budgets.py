@@ -20,12 +20,13 @@ class Budget:
     params: Optional[int] = None
 
     def violations(self, latency_ms: float, params: int) -> dict[str, float]:
-        """Constraint values (<= 0 feasible), Optuna's convention."""
+        """Relative constraint values (value / limit - 1; <= 0 feasible, Optuna's convention). Relative, so
+        that samplers summing violations weigh a 10% latency excess like a 10% size excess."""
         out = {}
         if self.latency_ms is not None:
-            out["latency"] = latency_ms - self.latency_ms
+            out["latency"] = latency_ms / self.latency_ms - 1.0
         if self.params is not None:
-            out["params"] = float(params - self.params)
+            out["params"] = params / self.params - 1.0
         return out
 
     def met(self, latency_ms: float, params: int) -> bool:
@@ -79,6 +80,9 @@ def resolve_budget(spec: Any, lut: LatencyLUT, space: SearchSpace) -> Budget:
             raise UserError(f"search.budget: {preset!r} is not a preset ({', '.join(PRESETS)}); give a preset "
                             "or search.budget.latency_ms / search.budget.params_m")
         arch = lut.in_context(ArchConfig.preset(preset))
+        if lut.missing(arch):
+            raise UserError(f"search.budget: preset {preset!r} cannot be timed with this LUT (space "
+                            f"{lut.meta['space_name']}); give search.budget.latency_ms / search.budget.params_m")
         lat_limit = lut.predict(arch) if lat is None else lat_limit
         params_limit = count_params(arch) if pm is None else params_limit
     budget = Budget(budget_name(spec), lat_limit, params_limit)

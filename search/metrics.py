@@ -54,6 +54,9 @@ def resolve_mes(cfg: Mapping[str, Any], lut: LatencyLUT) -> MESConfig:
                 preset = lut.in_context(ArchConfig.preset(unit))
             except Exception:
                 raise UserError(f"mes.units.{key}: {unit!r} is neither a number nor a preset name") from None
+            if key == "latency_ms" and lut.missing(preset):
+                raise UserError(f"mes.units.{key}: the LUT (space {lut.meta['space_name']}) cannot time preset "
+                                f"{unit!r}; give the unit in milliseconds, e.g. mes.units.{key}=10")
             unit = lut.predict(preset) if key == "latency_ms" else count_params(preset) / 1e6
         units[key] = float(unit)
     return MESConfig(units, {k: float(v) for k, v in dict(cfg["exponents"]).items()}, float(cfg.get("score", 100.0)))

@@ -167,8 +167,15 @@ def slim(space: SearchSpace, evaluator: CandidateEvaluator, budget: Budget, cont
                 cands.append(Candidate(step, action.describe(cur, nxt), nxt, mc, score))
                 cands[-1].move = action  # type: ignore[attr-defined]
             ranked = sorted((c for c in cands if c.score is not None), key=lambda c: (c.score, -c.metrics.mes))
+            if not ranked:  # LUT noise can make every remaining shrink look slower: go by budget progress instead
+                for c in cands:
+                    progress_ = _budget_progress(budget, m, c.metrics)
+                    if progress_ > 0:
+                        c.score = (m.top1 - c.metrics.top1) / progress_
+                        c.action += " (no MES gain; scored per budget progress)"
+                ranked = sorted((c for c in cands if c.score is not None), key=lambda c: c.score)
             if not ranked:
-                raise RuntimeError(f"slimming: no action at {cur.summary()} improves MES")
+                raise RuntimeError(f"slimming: no action at {cur.summary()} improves MES or approaches {budget.describe()}")
             applied, targets, labels = cur, set(), []
             for c in ranked:
                 if len(labels) >= settings.moves_per_step or budget.met(*_costs(evaluator, applied)):
@@ -195,6 +202,16 @@ def slim(space: SearchSpace, evaluator: CandidateEvaluator, budget: Budget, cont
     finally:
         bar.close()
     return path
+
+
+def _budget_progress(budget: Budget, before: Metrics, after: Metrics) -> float:
+    """Relative reduction of the violated budget quantities (latency and/or params) from ``before`` to ``after``."""
+    gain = 0.0
+    if budget.latency_ms is not None and before.latency_ms > budget.latency_ms:
+        gain += (before.latency_ms - after.latency_ms) / before.latency_ms
+    if budget.params is not None and before.params > budget.params:
+        gain += (before.params - after.params) / before.params
+    return gain
 
 
 def _costs(evaluator: CandidateEvaluator, arch: ArchConfig) -> tuple[float, int]:

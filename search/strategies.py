@@ -38,12 +38,14 @@ STRATEGIES: dict[str, Strategy] = {
     ),
     "tpe": Strategy(
         "tpe", ["maximize"], lambda m: [m.top1],
-        lambda c, seed: optuna.samplers.TPESampler(n_startup_trials=int(c.get("n_startup_trials", 10)), seed=seed),
+        lambda c, seed: optuna.samplers.TPESampler(n_startup_trials=int(c.get("n_startup_trials", 10)), seed=seed,
+                                                   multivariate=bool(c.get("multivariate", True))),
         "maximise proxy top-1 under the latency/params budget (constraints)",
     ),
     "mes": Strategy(
         "mes", ["maximize"], lambda m: [m.top1 * m.mes / 100.0],
-        lambda c, seed: optuna.samplers.TPESampler(n_startup_trials=int(c.get("n_startup_trials", 10)), seed=seed),
+        lambda c, seed: optuna.samplers.TPESampler(n_startup_trials=int(c.get("n_startup_trials", 10)), seed=seed,
+                                                   multivariate=bool(c.get("multivariate", True))),
         "maximise top-1 x MES / 100 (accuracy-efficiency trade-off) under the budget",
     ),
     "random": Strategy(

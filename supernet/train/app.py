@@ -3,10 +3,10 @@
     eformer-train                                   # digits, default space, runs/train/digits-efficientformerv2
     eformer-train space=tiny train.epochs=2 run_dir=runs/tiny
     torchrun --nproc_per_node=8 -m supernet.train.app data=imagefolder data.root=/data/imagenet
-    eformer-train arch=export/slimming-s0.yaml init_weights=export/slimming-s0.pt run_dir=runs/finetune/s0
+    eformer-train finetune.arch=export/x.yaml finetune.weights=export/x.pt run_dir=runs/finetune/x
 
-Fine-tuning mode (``arch=`` an ArchConfig YAML or preset, optionally ``init_weights=`` its exported
-weights): the same loop trains that one member (no sandwich) and also writes model.pt.
+Fine-tuning mode (``finetune.arch=`` an ArchConfig YAML or preset, optionally ``finetune.weights=``
+its exported weights): the same loop trains that one member (no sandwich) and also writes model.pt.
 
 Rerunning the same command resumes from the run directory's checkpoint (or does nothing if the
 run is complete). Outputs in ``run_dir``: checkpoint.pt, supernet.pt (final), train_log.jsonl (per
@@ -80,10 +80,11 @@ def init_from_pretrained(supernet: Supernet, spec: DictConfig) -> None:
 
 
 def fixed_member(supernet: Supernet, cfg: DictConfig) -> ArchConfig | None:
-    """Fine-tuning mode (``arch=FILE|preset``): the one member trained every step, or None (sandwich rule)."""
-    if not cfg.get("arch"):
+    """Fine-tuning mode (``finetune.arch=FILE|preset``): the one member trained every step, or None (sandwich rule)."""
+    spec = (cfg.get("finetune") or {}).get("arch")
+    if not spec:
         return None
-    arch = supernet.member(ArchConfig.resolve(cfg.arch))
+    arch = supernet.member(ArchConfig.resolve(spec))
     supernet.space.check_member(arch)
     return arch
 
@@ -118,8 +119,8 @@ def run_training(cfg: DictConfig) -> Path:
     if t.get("init_from") and state is None:
         init_from_pretrained(supernet, t.init_from)
     fixed = fixed_member(supernet, cfg)
-    if fixed is not None and cfg.get("init_weights") and state is None:
-        supernet.load_member(fixed, convert_state_dict(read_checkpoint(cfg.init_weights), "ours"))
+    if fixed is not None and cfg.finetune.get("weights") and state is None:
+        supernet.load_member(fixed, convert_state_dict(read_checkpoint(cfg.finetune.weights), "ours"))
     supernet.to(info.device)
     optimizer = torch.optim.AdamW(param_groups(supernet, float(t.weight_decay)), lr=float(t.lr))
     steps_per_epoch = data.train_sampler(int(t.batch_size), 0, info.rank, info.world).num_batches()
@@ -135,6 +136,8 @@ def run_training(cfg: DictConfig) -> Path:
         scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
         step = int(state["step"])
+        if info.is_main:
+            print(f"eformer-train: resuming {run_dir} from step {step} of {total}")
     model: torch.nn.Module = supernet
     if info.enabled:
         model = torch.nn.parallel.DistributedDataParallel(
@@ -183,7 +186,7 @@ def run_training(cfg: DictConfig) -> Path:
             scheduler.step()
             step += 1
             train_log.write({"step": step, "epoch": epoch, "lr": optimizer.param_groups[0]["lr"],
-                             "loss_largest": losses[0], "loss_smallest": losses[1],
+                             "loss_largest": losses[0], "loss_smallest": losses[1] if len(losses) > 1 else None,
                              "loss_random": sum(losses[2:]) / max(1, len(losses) - 2), "loss_total": sum(losses),
                              "grad_norm": float(grad_norm)})
             bar.update(1)

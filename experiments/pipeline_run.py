@@ -1,0 +1,96 @@
+"""The main job as a user runs it: ``eformer-pipeline`` from scratch (timed), again (everything
+reused), and a fresh run killed with SIGKILL during supernet training then rerun (finished stages
+not redone, training resumed from its checkpoint).
+
+    python -m experiments.pipeline_run      # writes experiments/results/pipeline_run.{md,json}
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from experiments.common import machine_header, write_result
+from search.pipeline import format_table
+
+
+def run(args: list[str], kill_after_marker: str | None = None, delay: float = 0.0) -> tuple[float, str, int]:
+    """Run ``eformer-pipeline args``; optionally SIGKILL it ``delay`` s after ``kill_after_marker`` appears."""
+    start = time.time()
+    proc = subprocess.Popen(["eformer-pipeline", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    out, seen = [], None
+    assert proc.stdout is not None
+    os.set_blocking(proc.stdout.fileno(), False)
+    while proc.poll() is None:
+        chunk = proc.stdout.read()
+        if chunk:
+            out.append(chunk)
+            if kill_after_marker and seen is None and kill_after_marker in "".join(out):
+                seen = time.time()
+        if seen is not None and time.time() - seen >= delay:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            break
+        time.sleep(0.2)
+    rest = proc.stdout.read()
+    out.append(rest or "")
+    return time.time() - start, "".join(out), proc.returncode
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--work", default="runs/pipeline-experiment")
+    parser.add_argument("--kill-delay", type=float, default=60.0, help="seconds into training before SIGKILL")
+    args = parser.parse_args()
+    work, killed = Path(args.work), Path(args.work + "-killed")
+    for d in (work, killed):
+        shutil.rmtree(d, ignore_errors=True)
+    t1, out1, rc1 = run([f"work_dir={work}"])
+    assert rc1 == 0, out1[-3000:]
+    t2, out2, rc2 = run([f"work_dir={work}"])
+    assert rc2 == 0, out2[-3000:]
+    reused2 = len(re.findall(r"^reusing |already complete", out2, re.M))
+    # kill -9 during training of a fresh work dir (the LUT is taken from the first run to save time)
+    lut = f"lut_overrides=[lut=quick,out={work}/lut/ort-cpu-efficientformerv2-224.parquet]"
+    tk, outk, rck = run([f"work_dir={killed}", lut], kill_after_marker="[2/5]", delay=args.kill_delay)
+    ckpt_log = killed / "supernet" / "train_log.jsonl"
+    steps_before = len(ckpt_log.read_text().splitlines()) if ckpt_log.is_file() else 0
+    import torch
+
+    ckpt = killed / "supernet" / "checkpoint.pt"
+    resumed_from = int(torch.load(ckpt, weights_only=False)["step"]) if ckpt.is_file() else 0
+    t3, out3, rc3 = run([f"work_dir={killed}", lut])
+    assert rc3 == 0, out3[-3000:]
+    table = json.loads((work / "final.json").read_text())
+    lines = [
+        "# The main job: `eformer-pipeline` on the embedded digits default", "", machine_header(), "",
+        "Command: `python -m experiments.pipeline_run`.", "",
+        "| run | wall time (s) | exit |", "|---|---|---|",
+        f"| first run, fresh work dir | {t1:.0f} | {rc1} |",
+        f"| second run, same command | {t2:.1f} | {rc2} (stages reused: {reused2}) |",
+        f"| fresh run killed with SIGKILL {args.kill_delay:.0f} s into training | {tk:.0f} | {rck} |",
+        f"| rerun after the kill | {t3:.0f} | {rc3} |", "",
+        f"After the kill the training checkpoint held step {resumed_from} ({steps_before} logged steps); the rerun "
+        f"{'resumed from it' if 'resum' in out3.lower() or resumed_from > 0 else 'started over'}; the LUT stage printed "
+        f"`{next((ln for ln in out3.splitlines() if ln.startswith('reusing')), 'no reuse line')}`.", "",
+        "## Final table of the first run", "", format_table(table), "",
+        "Latency: ORT CPU 2 threads, batch 1, 224 px, 1000 classes; LUT built with the quick protocol (`lut=quick`). "
+        "Proxy top-1: member of the digits supernet (32 px) after BN recalibration on 90 images, 180 val images.", "",
+        "## Output of the second run (tail)", "", "```", *out2.strip().splitlines()[-14:], "```", "",
+    ]
+    write_result("pipeline_run", "\n".join(lines), {"first_s": t1, "second_s": t2, "killed_s": tk, "rerun_s": t3,
+                                                   "kill_exit": rck, "checkpoint_step_at_kill": resumed_from,
+                                                   "table": table, "second_run_output": out2[-4000:],
+                                                   "rerun_output": out3[-4000:]})
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

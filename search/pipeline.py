@@ -1,0 +1,155 @@
+"""``eformer-pipeline``: the main job end to end on this machine and the embedded digits data.
+
+    eformer-pipeline                         # LUT -> supernet -> slimming to S0/S1/S2/L + NSGA-II -> export -> table
+    eformer-pipeline work_dir=runs/mine budgets=[s0,l] nsga2_overrides=[search.n_trials=100]
+
+Each stage is one of the stand-alone apps (eformer-lut, eformer-train, eformer-search,
+eformer-export) composed with the overrides in conf/eformer_pipeline.yaml, and each reuses what an
+earlier run finished: the LUT and the training resume from their files, a search whose run record
+matches its config is skipped, slimming and NSGA-II continue their studies, exports and the final
+measurements are redone only when missing. A killed run resumes where it stopped.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from conf import compose
+from latency_lut.app import run_lut
+from latency_lut.backends import make_backend
+from latency_lut.lut import LatencyLUT
+from latency_lut.timing import Protocol
+from latency_lut.validate import measure_networks
+from search.app import run_search
+from search.export_cli import main as export_main
+from search.results import RUN_FILE, arch_of, completed, load_study, read_run
+from supernet.arch import ArchConfig
+from supernet.errors import report_user_errors
+from supernet.io_utils import atomic_write_text
+from supernet.signatures import count_macs, count_params
+from supernet.train.app import run_training
+
+
+def banner(i: int, n: int, text: str) -> None:
+    print(f"\n=== [{i}/{n}] {text}", flush=True)
+
+
+def lut_stage(cfg: DictConfig) -> Path:
+    over = list(cfg.lut_overrides)
+    lut_cfg = compose("eformer_lut", ["command=build", *over])
+    out = Path(lut_cfg.out)
+    if out.is_file() and LatencyLUT.load(out).meta.get("complete") and LatencyLUT.load(out).meta.get("calibration"):
+        print(f"reusing {out} (complete and calibrated)")
+        return out
+    run_lut(lut_cfg)
+    if not LatencyLUT.load(out).meta.get("calibration"):
+        run_lut(compose("eformer_lut", ["command=validate", *over]))
+    return out
+
+
+def search_stage(overrides: list[str]) -> dict[str, Any]:
+    cfg = compose("eformer_search", overrides)
+    run_file = Path(cfg.run_dir) / RUN_FILE
+    if run_file.is_file():
+        run = read_run(cfg.run_dir)
+        if run.get("config") == OmegaConf.to_container(cfg, resolve=True):
+            print(f"reusing {cfg.run_dir} ({run['strategy']}, {run['trials']} trials)")
+            return run
+    return run_search(cfg)
+
+
+def export_stage(run_dir: str, *flags: str) -> dict[str, Any]:
+    manifest = Path(run_dir) / "export" / "export.json"
+    if not (manifest.is_file() and manifest.stat().st_mtime >= (Path(run_dir) / RUN_FILE).stat().st_mtime):
+        export_main(["arch", "--run", run_dir, *flags])
+    return json.loads(manifest.read_text())
+
+
+def final_table(cfg: DictConfig, lut_path: Path, runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Per budget: released preset and derived member - params, MACs, LUT and measured latency, proxy top-1."""
+    lut = LatencyLUT.load(lut_path)
+    rows, nets = [], {}
+    for b, run in runs.items():
+        best = next(t for t in completed(load_study(run)) if t.number == run["best_trial"])
+        derived = lut.in_context(arch_of(best)).replace(name=f"derived-{b}")
+        released = lut.in_context(ArchConfig.preset(b))
+        nets[f"released-{b}"], nets[f"derived-{b}"] = released, derived
+        for kind, arch, top1 in (("released", released, run["presets"][b]["top1"]), ("derived", derived, best.user_attrs["top1"])):
+            rows.append({"budget": b, "model": kind, "arch": arch.summary(), "params": count_params(arch),
+                         "macs": count_macs(arch), "lut_ms": lut.predict(arch), "top1": top1})
+    m = cfg.measure
+    device = dict(lut.meta["device"], name=lut.meta["device_name"])
+    stats = measure_networks(nets, make_backend(device), Protocol(warmup=int(m.warmup), repeats=int(m.repeats), cache="warm"),
+                             progress=bool(cfg.progress))
+    for r in rows:
+        r["measured_ms"] = stats[f"{r['model']}-{r['budget']}"].value(lut.statistic)
+    return {"rows": rows, "statistic": lut.statistic, "lut": str(lut_path)}
+
+
+def format_table(table: dict[str, Any]) -> str:
+    lines = ["| budget | model | architecture (widths, depths, attention, expansions) | params (M) | GMACs | "
+             "LUT (ms) | measured (ms) | proxy top-1 (%) |", "|---|---|---|---|---|---|---|---|"]
+    for r in table["rows"]:
+        lines.append(f"| {r['budget'].upper()} | {r['model']} | `{r['arch']}` | {r['params'] / 1e6:.3f} | {r['macs'] / 1e9:.3f} | "
+                     f"{r['lut_ms']:.2f} | {r['measured_ms']:.2f} | {r['top1']:.2f} |")
+    return "\n".join(lines)
+
+
+def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
+    started = time.time()
+    work = Path(cfg.work_dir)
+    n = 5
+    banner(1, n, "latency LUT of this CPU (eformer-lut build + validate; "
+                 f"{'the quick protocol: fewer repeats, noisier entries' if 'lut=quick' in cfg.lut_overrides else 'custom protocol'})")
+    lut_path = lut_stage(cfg)
+    banner(2, n, "supernet on digits (eformer-train)")
+    supernet = run_training(compose("eformer_train", list(cfg.train_overrides)))
+    common = [f"supernet={supernet}", f"lut_file={lut_path}", f"proxy.cache={work}/search/proxy-cache.jsonl"]
+    banner(3, n, f"search (eformer-search): slimming to {', '.join(b.upper() for b in cfg.budgets)}, then NSGA-II")
+    runs = {}
+    for b in cfg.budgets:
+        runs[b] = search_stage(["search=slimming", f"search.budget={b}", f"run_dir={work}/search/slimming-{b}",
+                                *common, *cfg.slimming_overrides])
+    nsga = search_stage(["search=nsga2", f"run_dir={work}/search/nsga2", *common, *cfg.nsga2_overrides])
+    banner(4, n, "export (eformer-export arch)")
+    exports = {b: export_stage(f"{work}/search/slimming-{b}", "--best") for b in cfg.budgets}
+    exports["nsga2"] = export_stage(f"{work}/search/nsga2", "--pareto", "--no-onnx")
+    banner(5, n, "final table: released vs derived, measured end to end")
+    final_file = work / "final.json"
+    key = {b: r["best_trial"] for b, r in runs.items()} | {"lut": str(lut_path), "supernet": str(supernet)}
+    table = json.loads(final_file.read_text()) if final_file.is_file() else None
+    if table is None or table.get("key") != key:
+        table = {**final_table(cfg, lut_path, runs), "key": key}
+        atomic_write_text(final_file, json.dumps(table, indent=1))
+    else:
+        print(f"reusing {final_file}")
+    print()
+    print(format_table(table))
+    print(f"\nLUT: {lut_path} (quick protocol when lut=quick: noisier than `eformer-lut build`'s default); "
+          f"latency = ORT CPU, batch 1, 224 px, 1000 classes; measured = whole network, interleaved, {table['statistic']}")
+    print(f"proxy top-1 = member of the digits supernet ({supernet}) after BN recalibration")
+    for b, e in exports.items():
+        files = [x.get("yaml") for x in e["exported"]]
+        print(f"{b:6s} configs: {', '.join(map(str, files[:3]))}{' ...' if len(files) > 3 else ''}; plots: {', '.join(e['plots'].values())}")
+    print(f"NSGA-II: {nsga['trials']} trials, Pareto front of {len(exports['nsga2']['exported'])} exported configs")
+    print(f"eformer-pipeline: done in {time.time() - started:.0f} s (work dir {work})")
+    return table
+
+
+@hydra.main(config_path="../conf", config_name="eformer_pipeline", version_base="1.3")
+@report_user_errors("eformer-pipeline")
+def _hydra_main(cfg: DictConfig) -> None:
+    run_pipeline(cfg)
+
+
+def main() -> None:
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,253 @@
+"""Search: encodings, strategies, slimming, storages with several (and killed) workers, bad
+overrides, export round trip - with a tiny supernet, a tiny real-onnxruntime LUT and real storages."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+import torch
+from omegaconf import OmegaConf
+from optuna.trial import TrialState
+
+from conf import CONF_DIR, compose
+from latency_lut.backends import OrtBackend
+from latency_lut.build import build_lut
+from latency_lut.lut import LatencyLUT
+from latency_lut.timing import Protocol
+from search.app import run_search
+from search.params import arch_from_params, arch_hash, distributions, params_of
+from search.results import arch_of, completed, load_study, read_run
+from search.storage import open_storage, reap_stale
+from search.slimming import Action, apply_action, candidate_actions
+from supernet import ArchConfig
+from supernet.elastic import Supernet
+from supernet.model import build_model
+from supernet.signatures import count_params
+from supernet.space import SearchSpace
+
+TINY = SearchSpace.load("tiny")
+DEPLOY = {"image_size": 64, "num_classes": 10, "distillation": False}
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    """A tiny supernet (digits context, untrained but with varied weights) and its tiny LUT."""
+    d = tmp_path_factory.mktemp("search")
+    torch.manual_seed(0)
+    net = Supernet(TINY, image_size=32, num_classes=10, distillation=False)
+    data = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "data" / "digits.yaml"))
+    net.save(d / "supernet.pt", train_config={f"data.{k}": v for k, v in data.items()})
+    build_lut(TINY, OrtBackend(threads=1), d / "tiny.parquet", protocol=Protocol(warmup=1, repeats=3),
+              device_name="ort-test", progress=False, **DEPLOY)
+    return d
+
+
+def overrides(assets, run_dir, *extra):
+    return [f"supernet={assets / 'supernet.pt'}", f"lut_file={assets / 'tiny.parquet'}", f"run_dir={run_dir}",
+            f"proxy.cache={assets / 'proxy-cache.jsonl'}", "proxy.calib_images=32", "proxy.val_images=64",
+            "progress=false", "threads=1", "mes.units.latency_ms=1.0", *extra]
+
+
+def cli(assets, run_dir, *extra, **kw):
+    cmd = [sys.executable, "-m", "search.app", *overrides(assets, run_dir, *extra)]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def test_params_encode_every_member():
+    rng = random.Random(0)
+    default = SearchSpace.load("efficientformerv2")
+    archs = [TINY.sample(rng) for _ in range(30)] + [ArchConfig.preset(p) for p in ("s0", "s1", "s2", "l")]
+    for a in archs:
+        space = TINY if a.name == "sample" else default
+        p = params_of(a, space)
+        assert set(p) == set(distributions(space))
+        assert all(p[k] in d.choices for k, d in distributions(space).items())
+        b = arch_from_params(p, space, image_size=a.image_size, num_classes=a.num_classes, distillation=a.distillation)
+        assert arch_hash(b) == arch_hash(a)
+
+
+def test_slimming_actions_stay_in_space():
+    big = TINY.largest(**DEPLOY)
+    moves = candidate_actions(big, TINY)
+    kinds = {a.kind for a, _ in moves}
+    assert kinds == {"drop_ffn", "drop_attn", "width", "expansion"}
+    for a, nxt in moves:
+        assert TINY.contains(nxt) and nxt != big
+    assert apply_action(TINY.smallest(**DEPLOY), Action("width", 0), TINY) is None
+
+
+def test_slimming_meets_budget_records_candidates_and_resumes(assets, tmp_path):
+    lut = LatencyLUT.load(assets / "tiny.parquet")
+    lo, hi = (lut.predict(lut.in_context(a)) for a in (TINY.smallest(), TINY.largest()))
+    budget = round(lo + 0.4 * (hi - lo), 4)
+    cfg = compose("eformer_search", overrides(assets, tmp_path / "slim", f"search.budget.latency_ms={budget}",
+                                              "search.budget.preset=null"))
+    rec = run_search(cfg)
+    assert rec["best"]["latency_ms"] <= budget and rec["best"]["feasible"]
+    assert rec["path"][0]["action"].startswith("start") and len(rec["path"]) >= 2
+    study = load_study(rec)
+    trials = completed(study)
+    steps = {t.user_attrs["step"] for t in trials}
+    assert steps == set(range(len(rec["path"])))
+    assert sum(1 for t in trials if t.user_attrs["chosen"]) == len(rec["path"])
+    assert rec["trials"] == len(trials) > len(rec["path"])  # the losing candidates are recorded too
+    again = run_search(cfg)  # continuing a finished study: same result, nothing recorded twice
+    assert again["best_trial"] == rec["best_trial"] and again["trials"] == rec["trials"]
+
+
+def test_sampler_strategies_in_memory(assets, tmp_path):
+    for strat in ("nsga2", "tpe", "mes", "random"):
+        rec = run_search(compose("eformer_search", overrides(
+            assets, tmp_path / strat, f"search={strat}", "search.n_trials=12", "storage=memory", "proxy.kind=analytic",
+            "search.budget.preset=null", "search.budget.params_m=1.0")))
+        assert rec["trials"] == 12, strat
+        assert rec["best"] is None or (rec["best"]["feasible"] and rec["best"]["params"] <= 1_000_000)
+
+
+def test_three_journal_workers_exact_count(assets, tmp_path):
+    run = tmp_path / "journal"
+    procs = [cli(assets, run, "search=random", "search.n_trials=24", "storage=journal", f"worker={i}") for i in range(3)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-500:] for o in outs]
+    study = load_study(read_run(run))
+    trials = study.get_trials(deepcopy=False)
+    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(done) == 24
+    assert len({t.number for t in trials}) == len(trials)
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    assert all(t.user_attrs.get("surplus") for t in trials if t.state == TrialState.FAIL)
+
+
+def test_killed_worker_loses_nothing_and_rerun_continues(assets, tmp_path):
+    run = tmp_path / "killed"
+    args = ("search=random", "search.n_trials=60", "storage=journal", "storage.heartbeat_s=0.3", "storage.grace_s=1.5",
+            "proxy.cache=null")
+    proc = cli(assets, run, *args, start_new_session=True)
+    journal = run / "study.journal"
+    deadline = time.time() + 120
+    before = []
+    while time.time() < deadline:
+        if journal.is_file():
+            try:
+                study = optuna.load_study(study_name="random-none", storage=open_storage(f"journal:{journal}"))
+                before = [t for t in study.get_trials() if t.state == TrialState.COMPLETE]
+            except KeyError:
+                pass
+        if len(before) >= 8:
+            break
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert 8 <= len(before) < 60
+    rerun = cli(assets, run, *args)
+    _, err = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, err[-800:]
+    study = load_study(read_run(run))
+    trials = study.get_trials()
+    done = {t.number: t for t in trials if t.state == TrialState.COMPLETE}
+    assert len(done) == 60
+    for t in before:  # completed before the kill: kept unchanged
+        assert done[t.number].values == t.values and done[t.number].params == t.params
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    reaped = [t for t in trials if t.user_attrs.get("failed_reason")]
+    assert all(t.state == TrialState.FAIL for t in reaped)
+
+
+def test_reap_marks_silent_running_trials_failed():
+    study = optuna.create_study(storage=open_storage("memory:"))
+    silent, alive = study.ask(), study.ask()
+    study._storage.set_trial_user_attr(alive._trial_id, "heartbeat", time.time() + 100)
+    assert reap_stale(study, grace_s=10, now=time.time() + 60) == [silent.number]
+    states = {t.number: t.state for t in study.get_trials()}
+    assert states == {silent.number: TrialState.FAIL, alive.number: TrialState.RUNNING}
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["search.name=anneal"], "search.name: 'anneal' is not a strategy; choose one of nsga2, tpe, mes, random, slimming"),
+    (["search.budget.preset=null", "search.budget.latency_ms=0.0001"], "is below the smallest member's"),
+    (["search.budget.preset=null", "search.budget.params_m=0.001"], "parameters is below the smallest member's"),
+    (["search.budget=s7"], "search.budget: 's7' is not a preset"),
+    (["search.budget=s1"], "search.budget: preset 's1' cannot be timed with this LUT (space tiny)"),
+    (["lut_file=/nonexistent/lut.parquet"], "/nonexistent/lut.parquet: LUT file not found"),
+    (["supernet=/nonexistent"], "supernet file not found"),
+    (["storage.kind=redis"], "storage.kind: 'redis' is not one of sqlite, journal, url, memory"),
+])
+def test_bad_overrides_are_one_line_errors(assets, tmp_path, extra, message):
+    p = cli(assets, tmp_path / "bad", *extra)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 2, err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "bad" / "search.json").exists()
+
+
+def test_unknown_strategy_group_and_foreign_lut(assets, tmp_path):
+    p = cli(assets, tmp_path / "bad", "search=anneal")
+    _, err = p.communicate(timeout=120)
+    assert p.returncode != 0 and "Could not find 'search/anneal'" in err and "Traceback" not in err
+    spec = TINY.to_dict()
+    spec["name"], spec["stages"][0]["widths"] = "tiny-other", [8]
+    other = SearchSpace.from_dict(spec)
+    assert other.hash != TINY.hash
+    net = Supernet(other, image_size=32, num_classes=10, distillation=False)
+    net.save(tmp_path / "other.pt", train_config=torch.load(assets / "supernet.pt", weights_only=False)["train_config"])
+    p = cli(assets, tmp_path / "bad", f"supernet={tmp_path / 'other.pt'}")
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 2 and "was built for space tiny" in err and "build a LUT for this space" in err
+
+
+def test_export_round_trip_and_fine_tune(assets, tmp_path):
+    run = tmp_path / "nsga"
+    rec = run_search(compose("eformer_search", overrides(assets, run, "search=nsga2", "search.n_trials=10")))
+    out = tmp_path / "export"
+    res = subprocess.run(["eformer-export", "arch", "--run", str(run), "--pareto", "--out", str(out)],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    manifest = json.loads((out / "export.json").read_text())
+    lut = LatencyLUT.load(assets / "tiny.parquet", TINY)
+    study = load_study(rec)
+    assert manifest["exported"]
+    for e in manifest["exported"]:
+        trial = study.get_trials()[e["trial"]]
+        arch = ArchConfig.from_yaml(e["yaml"])
+        model = build_model(arch)
+        assert sum(p.numel() for p in model.parameters()) == count_params(arch) == trial.user_attrs["params"]
+        assert lut.predict(arch) == pytest.approx(trial.user_attrs["latency_ms"], rel=1e-12)
+        assert arch_hash(arch) == arch_hash(arch_of(trial))
+        saved = torch.load(e["weights"], weights_only=True)
+        build_model(ArchConfig.from_dict(saved["arch"])).load_state_dict(saved["model"], strict=True)
+        assert e["onnx_max_abs_diff"] <= 1e-4
+    assert (out / "pareto.png").stat().st_size > 0 and (out / "trials.csv").read_text().count("\n") == 11
+    first = manifest["exported"][0]
+    res = subprocess.run(["eformer-lut", "predict", "space=tiny", f"out={assets / 'tiny.parquet'}", f"arch_file={first['yaml']}"],
+                         capture_output=True, text=True)
+    assert res.returncode == 0 and f"{first['latency_ms']:.3f} ms predicted" in res.stdout, res.stderr
+    res = subprocess.run(["eformer-train", "space=tiny", f"finetune.arch={first['yaml']}", f"finetune.weights={first['weights']}",
+                          f"run_dir={tmp_path / 'ft'}", "train.epochs=1", "train.progress=false", "train.eval_presets=[]",
+                          "train.threads=1"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-800:]
+    tuned = torch.load(tmp_path / "ft" / "model.pt", weights_only=True)
+    build_model(ArchConfig.from_dict(tuned["arch"])).load_state_dict(tuned["model"], strict=True)
+    assert arch_hash(ArchConfig.from_dict(tuned["arch"])) == arch_hash(ArchConfig.from_yaml(first["yaml"]))
+    res = subprocess.run(["eformer-export", "arch", "--run", str(run), "--trial", "999", "--out", str(tmp_path / "x")],
+                         capture_output=True, text=True)
+    assert res.returncode == 2 and "--trial: 999 is not a completed trial" in res.stderr
+
+
+def test_multirun_one_study_per_budget(assets, tmp_path):
+    lut = LatencyLUT.load(assets / "tiny.parquet")
+    lo, hi = (lut.predict(lut.in_context(a)) for a in (TINY.smallest(), TINY.largest()))
+    budgets = [round(lo + f * (hi - lo), 3) for f in (0.3, 0.7)]
+    extra = [o for o in overrides(assets, "unused") if not o.startswith("run_dir=")]
+    res = subprocess.run([sys.executable, "-m", "search.app", "-m", *extra, "search.budget.preset=null",
+                          f"search.budget.latency_ms={budgets[0]},{budgets[1]}"], capture_output=True, text=True, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-800:]
+    for b in budgets:
+        run = read_run(tmp_path / "runs" / "search" / f"slimming-{b:g}ms")
+        assert run["budget"]["latency_ms"] == pytest.approx(b) and run["best"]["latency_ms"] <= b
