@@ -165,7 +165,14 @@ def main() -> None:
         lines += ["", "slimming here is the quick setting of the demo pipeline (a stage's expansions shrink together, "
                       "4 moves per step, proxy on 180 val / 90 calibration images); the others get as many evaluations "
                       "as it made, same proxy."]
-    lines += ["", "Plots: `derive_s0_slimming_path.png`, `derive_s0_pareto.png`.", ""]
+    lines += ["", "Reading this: one val image is 0.28 points of proxy top-1, and the 32-px digits task is saturated "
+                  "(every member scores 95-98%), so accuracy barely separates candidates and the MES gain decides most "
+                  "steps: the derived models keep wide late stages and drop depth and expansion, where the released "
+                  "ones (searched on ImageNet) keep depth. On a proxy that rewards depth the same code walks elsewhere; "
+                  "the table shows that the machinery meets every budget and what it finds on this proxy, not "
+                  "ImageNet accuracy. The run time above covers this invocation; studies and the proxy cache in "
+                  "the work dir are reused when present (from scratch: about 15 minutes on this VM).",
+              "", "Plots: `derive_s0_slimming_path.png`, `derive_s0_pareto.png`.", ""]
     write_result("derive_s0_l", "\n".join(lines), {"rows": rows, "compare": compare})
     print("\n".join(lines))
 

@@ -13,6 +13,7 @@ import re
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -25,40 +26,43 @@ def run(args: list[str], kill_after_marker: str | None = None, delay: float = 0.
     start = time.time()
     proc = subprocess.Popen(["eformer-pipeline", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
-    out, seen = [], None
-    assert proc.stdout is not None
-    os.set_blocking(proc.stdout.fileno(), False)
+    out: list[str] = []
+    reader = threading.Thread(target=lambda: out.extend(iter(proc.stdout.readline, "")), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    seen = None
     while proc.poll() is None:
-        chunk = proc.stdout.read()
-        if chunk:
-            out.append(chunk)
-            if kill_after_marker and seen is None and kill_after_marker in "".join(out):
-                seen = time.time()
+        if kill_after_marker and seen is None and any(kill_after_marker in line for line in list(out)):
+            seen = time.time()
         if seen is not None and time.time() - seen >= delay:
             os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
             break
         time.sleep(0.2)
-    rest = proc.stdout.read()
-    out.append(rest or "")
+    proc.wait()
+    reader.join(timeout=10)
     return time.time() - start, "".join(out), proc.returncode
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--work", default="runs/pipeline-experiment")
+    parser.add_argument("--reuse-first", action="store_true", help="reuse the recorded first two runs (debugging)")
     parser.add_argument("--kill-delay", type=float, default=60.0, help="seconds into training before SIGKILL")
     args = parser.parse_args()
     work, killed = Path(args.work), Path(args.work + "-killed")
-    for d in (work, killed):
-        shutil.rmtree(d, ignore_errors=True)
-    t1, out1, rc1 = run([f"work_dir={work}"])
-    assert rc1 == 0, out1[-3000:]
-    t2, out2, rc2 = run([f"work_dir={work}"])
-    assert rc2 == 0, out2[-3000:]
+    first = work.with_name(work.name + "-first-runs.json")
+    if args.reuse_first and first.is_file():  # only the kill/rerun part again (the first two runs as recorded)
+        t1, out1, rc1, t2, out2, rc2 = json.loads(first.read_text())
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+        t1, out1, rc1 = run([f"work_dir={work}"])
+        assert rc1 == 0, out1[-3000:]
+        t2, out2, rc2 = run([f"work_dir={work}"])
+        assert rc2 == 0, out2[-3000:]
+        first.write_text(json.dumps([t1, out1, rc1, t2, out2, rc2]))
+    shutil.rmtree(killed, ignore_errors=True)
     reused2 = len(re.findall(r"^reusing |already complete", out2, re.M))
     # kill -9 during training of a fresh work dir (the LUT is taken from the first run to save time)
-    lut = f"lut_overrides=[lut=quick,out={work}/lut/ort-cpu-efficientformerv2-224.parquet]"
+    lut = f"lut_overrides=['lut=quick','out={work}/lut/ort-cpu-efficientformerv2-224.parquet']"
     tk, outk, rck = run([f"work_dir={killed}", lut], kill_after_marker="[2/5]", delay=args.kill_delay)
     ckpt_log = killed / "supernet" / "train_log.jsonl"
     steps_before = len(ckpt_log.read_text().splitlines()) if ckpt_log.is_file() else 0

@@ -133,6 +133,18 @@ def preset_points(supernet: Supernet, evaluator: CandidateEvaluator) -> dict[str
     return out
 
 
+def slimming_settings(s: DictConfig) -> SlimmingSettings:
+    kinds = tuple(s.actions)
+    bad = [k for k in kinds if k not in ACTION_KINDS]
+    if bad or not kinds:
+        raise UserError(f"search.actions: {bad[0] if bad else '[]'!r} - give a subset of {', '.join(ACTION_KINDS)}")
+    if s.expansion_scope not in ("block", "stage"):
+        raise UserError(f"search.expansion_scope: {s.expansion_scope!r} is not one of block, stage")
+    if int(s.moves_per_step) < 1:
+        raise UserError(f"search.moves_per_step: {s.moves_per_step} must be at least 1")
+    return SlimmingSettings(kinds, str(s.expansion_scope), int(s.moves_per_step), int(s.max_steps))
+
+
 def run_search(cfg: DictConfig) -> dict[str, Any]:
     """Run (or continue) the study described by ``cfg``; write ``<run_dir>/search.json``; return it."""
     started = time.time()
@@ -141,6 +153,7 @@ def run_search(cfg: DictConfig) -> dict[str, Any]:
     name = cfg.search.name
     if name not in ALL_STRATEGIES:
         raise UserError(f"search.name: {name!r} is not a strategy; choose one of {', '.join(ALL_STRATEGIES)}")
+    slim_settings = slimming_settings(cfg.search) if name == "slimming" else None
     run_dir = Path(cfg.run_dir)
     url = storage_url(OmegaConf.to_container(cfg.storage, resolve=True), run_dir)
     supernet = Supernet.load(cfg.supernet)
@@ -162,15 +175,7 @@ def run_search(cfg: DictConfig) -> dict[str, Any]:
     path_out: list[dict[str, Any]] = []
     if name == "slimming":
         study = open_study(cfg, url, study_name, PARETO_DIRECTIONS, settings)
-        s = cfg.search
-        kinds = tuple(s.actions)
-        bad = [k for k in kinds if k not in ACTION_KINDS]
-        if bad:
-            raise UserError(f"search.actions: {bad[0]!r} is not one of {', '.join(ACTION_KINDS)}")
-        if s.expansion_scope not in ("block", "stage"):
-            raise UserError(f"search.expansion_scope: {s.expansion_scope!r} is not one of block, stage")
-        settings_ = SlimmingSettings(kinds, str(s.expansion_scope), int(s.moves_per_step), int(s.max_steps))
-        path = slim(space, evaluator, budget, context, settings_, record_slimming(study, space, budget), bool(cfg.progress))
+        path = slim(space, evaluator, budget, context, slim_settings, record_slimming(study, space, budget), bool(cfg.progress))
         path_out = [{"step": c.step, "action": c.action, "summary": c.arch.summary(), **c.metrics.as_dict()} for c in path]
     else:
         strategy = get_strategy(name)

@@ -178,13 +178,14 @@ def test_reap_marks_silent_running_trials_failed():
     (["lut_file=/nonexistent/lut.parquet"], "/nonexistent/lut.parquet: LUT file not found"),
     (["supernet=/nonexistent"], "supernet file not found"),
     (["storage.kind=redis"], "storage.kind: 'redis' is not one of sqlite, journal, url, memory"),
+    (["search.actions=[drop,prune]"], "search.actions: 'prune' - give a subset of drop, width, expansion"),
 ])
 def test_bad_overrides_are_one_line_errors(assets, tmp_path, extra, message):
     p = cli(assets, tmp_path / "bad", *extra)
     out, err = p.communicate(timeout=120)
     assert p.returncode == 2, err
     assert message in err and "Traceback" not in err
-    assert not (tmp_path / "bad" / "search.json").exists()
+    assert not (tmp_path / "bad").exists()  # nothing written
 
 
 def test_unknown_strategy_group_and_foreign_lut(assets, tmp_path):
