@@ -22,10 +22,27 @@ from supernet.onnx_export import DEFAULT_OPSET, export_onnx, ort_session
 ONNX_TOLERANCE = 1e-4
 
 
-def load_network(arch: str, weights: Optional[str], source: str, image_size: Optional[int] = None) -> EfficientFormerV2:
-    """Build ``arch`` (preset or YAML) and load ``weights`` (converted from ``source``) if given."""
+def weights_arch(weights: str) -> ArchConfig:
+    """The architecture recorded in a weights file of ours (eformer-export arch, eformer-train fine-tuning)."""
+    try:
+        obj = torch.load(weights, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise UserError(f"{weights}: cannot be read as a PyTorch checkpoint ({type(exc).__name__})") from None
+    if not isinstance(obj, dict) or not isinstance(obj.get("arch"), dict):
+        raise UserError(f"{weights}: records no architecture; give --arch (a preset or an ArchConfig YAML)")
+    return ArchConfig.from_dict(obj["arch"], source=f"{weights} arch")
+
+
+def load_network(arch: Optional[str], weights: Optional[str], source: str, image_size: Optional[int] = None) -> EfficientFormerV2:
+    """Build ``arch`` (preset or YAML; default: the one recorded in ``weights``) and load ``weights``
+    (converted from ``source``) if given."""
     overrides = {"image_size": image_size} if image_size else {}
-    model = build_model(ArchConfig.resolve(arch, **overrides))
+    if arch is None:
+        if not weights:
+            raise UserError("--arch: required unless --weights records its architecture")
+        model = build_model(weights_arch(weights).replace(**overrides))
+    else:
+        model = build_model(ArchConfig.resolve(arch, **overrides))
     if weights:
         load_converted(model, convert_state_dict(read_checkpoint(weights), source), weights)
     return model.eval()
@@ -73,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("onnx", help="export a network to ONNX (deploy form) and check it under onnxruntime")
-    p.add_argument("--arch", required=True, help="preset name (s0, s1, s2, l) or ArchConfig YAML")
+    p.add_argument("--arch", help="preset name (s0, s1, s2, l) or ArchConfig YAML (default: the architecture "
+                                   "recorded in --weights, for files from eformer-export arch / eformer-train fine-tuning)")
     p.add_argument("--weights", help="state dict to load (default: random init)")
     p.add_argument("--source", choices=SOURCES, default="ours", help="layout of --weights")
     p.add_argument("--image-size", type=int, help="override the architecture's image size")

@@ -236,6 +236,9 @@ def test_export_round_trip_and_fine_tune(assets, tmp_path):
     tuned = torch.load(tmp_path / "ft" / "model.pt", weights_only=True)
     build_model(ArchConfig.from_dict(tuned["arch"])).load_state_dict(tuned["model"], strict=True)
     assert arch_hash(ArchConfig.from_dict(tuned["arch"])) == arch_hash(ArchConfig.from_yaml(first["yaml"]))
+    res = subprocess.run(["eformer-export", "onnx", "--weights", str(tmp_path / "ft" / "model.pt"), "--out",
+                          str(tmp_path / "ft.onnx")], capture_output=True, text=True)
+    assert res.returncode == 0 and "onnxruntime max |diff|" in res.stdout, res.stderr
     res = subprocess.run(["eformer-export", "arch", "--run", str(run), "--trial", "999", "--out", str(tmp_path / "x")],
                          capture_output=True, text=True)
     assert res.returncode == 2 and "--trial: 999 is not a completed trial" in res.stderr
