@@ -18,18 +18,16 @@ import argparse
 import shutil
 import time
 from pathlib import Path
-from typing import Any
 
 from conf import compose
-from experiments.common import RESULTS, ROOT, machine_header, write_result
-from latency_lut.backends import make_backend
+from experiments.common import RESULTS, machine_header, write_result
 from latency_lut.lut import LatencyLUT
 from latency_lut.timing import Protocol
-from latency_lut.validate import measure_networks
 from search.app import run_search
-from search.results import arch_of, completed, load_study, read_run
+from search.export_cli import main as export_main
+from search.report import format_rows, released_vs_derived
+from search.results import completed, load_study, read_run
 from supernet.arch import ArchConfig
-from supernet.signatures import count_macs, count_params
 from supernet.train.app import run_training
 
 BUDGETS = ("l", "s2", "s1", "s0")  # each continues the previous one's path (shared proxy cache)
@@ -47,11 +45,6 @@ def hypervolume(points: list[tuple[float, float]], ref_top1: float, ref_lat: flo
         nxt = pts[i + 1][0] if i + 1 < len(pts) else ref_lat
         area += (nxt - lat) * (best - ref_top1)
     return area
-
-
-def describe(a: ArchConfig) -> dict[str, Any]:
-    return {"widths": list(a.widths), "depths": list(a.depths), "attn": [s.num_attn for s in a.stages],
-            "expansions": ["".join(map(str, e)) for e in a.expansions]}
 
 
 def main() -> None:
@@ -74,30 +67,7 @@ def main() -> None:
         runs[b] = read_run(work / f"slimming-{b}")
         print(f"slimming to {b}: {time.time() - t0:.0f} s, {runs[b]['trials']} candidates recorded")
     lut = LatencyLUT.load(runs["s0"]["lut"])
-    rows, nets = [], {}
-    for b in BUDGETS:
-        run = runs[b]
-        study = load_study(run)
-        best = next(t for t in completed(study) if t.number == run["best_trial"])
-        derived = lut.in_context(arch_of(best)).replace(name=f"derived-{b}")
-        released = lut.in_context(ArchConfig.preset(b))
-        nets[f"released-{b}"], nets[f"derived-{b}"] = released, derived
-        p = run["presets"][b]
-        rows.append({"budget": b, "budget_latency_ms": run["budget"]["latency_ms"], "budget_params": run["budget"]["params"],
-                     "released": {**describe(released), "params": count_params(released), "macs": count_macs(released),
-                                  "lut_ms": lut.predict(released), "top1": p["top1"]},
-                     "derived": {**describe(derived), "params": count_params(derived), "macs": count_macs(derived),
-                                 "lut_ms": lut.predict(derived), "top1": best.user_attrs["top1"], "trial": best.number,
-                                 "steps": len(run["path"]) - 1}})
-    device = dict(lut.meta["device"], name=lut.meta["device_name"])
-    stats = measure_networks(nets, make_backend(device), Protocol(warmup=3, repeats=30, number=1, cache="warm"), progress=False)
-    for r in rows:
-        for kind in ("released", "derived"):
-            s = stats[f"{kind}-{r['budget']}"]
-            r[kind]["measured_ms"], r[kind]["measured_iqr_ms"] = s.value(lut.statistic), s.iqr_ms
-        d, rel = r["derived"], r["released"]
-        r["meets_budget"] = d["lut_ms"] <= r["budget_latency_ms"] + 1e-9 and d["params"] <= r["budget_params"]
-        r["dominates_released"] = d["top1"] >= rel["top1"] and d["lut_ms"] <= rel["lut_ms"]
+    rows = released_vs_derived(runs, runs["s0"]["lut"], Protocol(warmup=3, repeats=30, number=1, cache="warm"), progress=False)
 
     compare = {}
     if not args.skip_compare:
@@ -121,15 +91,9 @@ def main() -> None:
             compare[strat] = {"evaluations": len(v), "hypervolume": hypervolume([(a, l) for a, l, _ in v], ref_top1, ref_lat),
                               "feasible": len(feas), "best_feasible_top1": max(feas) if feas else None}
         compare["_reference"] = {"top1": ref_top1, "latency_ms": ref_lat, "l_lut_ms": largest}
-        for strat in ("slimming", "nsga2"):
-            src = Path(f"{work}/cmp-{strat}-s0")
-            from search.export_cli import main as export_main
-            export_main(["arch", "--run", str(src), "--best", "--no-onnx", "--out", str(src / "export")])
-    for b in ("s0",):
-        from search.export_cli import main as export_main
-        export_main(["arch", "--run", f"{work}/slimming-{b}", "--best", "--out", f"{work}/slimming-{b}/export"])
-        shutil.copy(f"{work}/slimming-{b}/export/slimming_path.png", RESULTS / "derive_s0_slimming_path.png")
-        shutil.copy(f"{work}/slimming-{b}/export/pareto.png", RESULTS / "derive_s0_pareto.png")
+    export_main(["arch", "--run", f"{work}/slimming-s0", "--best", "--out", f"{work}/slimming-s0/export"])
+    shutil.copy(f"{work}/slimming-s0/export/slimming_path.png", RESULTS / "derive_s0_slimming_path.png")
+    shutil.copy(f"{work}/slimming-s0/export/pareto.png", RESULTS / "derive_s0_pareto.png")
 
     lines = [
         "# Re-deriving S0/S1/S2/L by slimming (digits supernet, this machine's LUT)", "",
@@ -141,16 +105,8 @@ def main() -> None:
         "distillation head, ORT CPU 2 threads). Proxy top-1: the member of the digits supernet (32 px) after BN "
         "recalibration, on the 360-image val split. Measured: whole network under onnxruntime, interleaved, "
         f"{lut.statistic} of 30 runs.", "",
-        "| budget | model | widths | depths (attn) | expansions | params (M) | GMACs | LUT (ms) | measured (ms) | proxy top-1 (%) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        format_rows(rows),
     ]
-    for r in rows:
-        for kind in ("released", "derived"):
-            d = r[kind]
-            depths = " ".join(f"{n}({a})" for n, a in zip(d["depths"], d["attn"]))
-            lines.append(f"| {r['budget'].upper()} | {kind}{' (' + str(d['steps']) + ' steps)' if kind == 'derived' else ''} | "
-                         f"{'-'.join(map(str, d['widths']))} | {depths} | {' '.join(d['expansions'])} | {d['params'] / 1e6:.3f} | "
-                         f"{d['macs'] / 1e9:.3f} | {d['lut_ms']:.2f} | {d['measured_ms']:.2f} | {d['top1']:.2f} |")
     lines += ["", "| budget | derived meets budget | derived dominates released (top-1 >=, LUT latency <=) |", "|---|---|---|"]
     lines += [f"| {r['budget'].upper()} | {r['meets_budget']} | {r['dominates_released']} |" for r in rows]
     if compare:

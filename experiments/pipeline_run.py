@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from experiments.common import machine_header, write_result
-from search.pipeline import format_table
+from search.report import format_rows
 
 
 def run(args: list[str], kill_after_marker: str | None = None, delay: float = 0.0) -> tuple[float, str, int]:
@@ -84,7 +84,7 @@ def main() -> None:
         f"After the kill the training checkpoint held step {resumed_from} ({steps_before} logged steps); the rerun "
         f"{'resumed from it' if 'resum' in out3.lower() or resumed_from > 0 else 'started over'}; the LUT stage printed "
         f"`{next((ln for ln in out3.splitlines() if ln.startswith('reusing')), 'no reuse line')}`.", "",
-        "## Final table of the first run", "", format_table(table), "",
+        "## Final table of the first run", "", format_rows(table["rows"]), "",
         "Latency: ORT CPU 2 threads, batch 1, 224 px, 1000 classes; LUT built with the quick protocol (`lut=quick`). "
         "Proxy top-1: member of the digits supernet (32 px) after BN recalibration on 90 images, 180 val images.", "",
         "## Output of the second run (tail)", "", "```", *out2.strip().splitlines()[-14:], "```", "",

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -193,7 +192,7 @@ def run_search(cfg: DictConfig) -> dict[str, Any]:
         "supernet": str(Path(supernet.source_path).resolve()), "supernet_digest": digest,
         "lut": str(Path(cfg.lut_file).resolve()), "space": {"name": space.name, "hash": space.hash},
         "context": context, "deploy_context": lut.context, "proxy": cfg.proxy.kind,
-        "evaluations": proxy.evaluations if hasattr(proxy, "evaluations") else None,
+        "evaluations": proxy.evaluations,
         "trials": len(completed(study)), "best_trial": best.number if best else None,
         "best": {k: best.user_attrs.get(k) for k in ("summary", "top1", "latency_ms", "params", "macs", "mes", "feasible")} if best else None,
         "path": path_out,

@@ -23,7 +23,7 @@ from search.results import arch_of, best_trial, completed, load_study, pareto, r
 from supernet.elastic import Supernet  # noqa: E402
 from supernet.errors import UserError  # noqa: E402
 from supernet.io_utils import atomic_torch_save, atomic_write, atomic_write_text  # noqa: E402
-from supernet.onnx_export import export_onnx  # noqa: E402
+from supernet.onnx_export import check_onnx_parity, export_onnx  # noqa: E402
 
 
 def choose_trials(study, run: dict[str, Any], args: argparse.Namespace) -> list:
@@ -97,8 +97,6 @@ def export_trial(trial, run: dict[str, Any], supernet: Supernet, out: Path, onnx
     if onnx:
         size = member.image_size
         export_onnx(model, out / f"{name}.onnx", (1, 3, size, size))
-        from search.export_cli import check_onnx_parity
-
         entry["onnx"] = str(out / f"{name}.onnx")
         entry["onnx_max_abs_diff"] = check_onnx_parity(model, out / f"{name}.onnx")
     return entry

@@ -17,10 +17,7 @@ from supernet.convert import SOURCES, convert_state_dict, load_converted, read_c
 from supernet.errors import UserError, report_user_errors
 from supernet.io_utils import atomic_torch_save
 from supernet.model import EfficientFormerV2, build_model
-from supernet.onnx_export import DEFAULT_OPSET, export_onnx, ort_session
-
-ONNX_TOLERANCE = 1e-4
-
+from supernet.onnx_export import DEFAULT_OPSET, check_onnx_parity, export_onnx
 
 def weights_arch(weights: str) -> ArchConfig:
     """The architecture recorded in a weights file of ours (eformer-export arch, eformer-train fine-tuning)."""
@@ -52,19 +49,6 @@ def cmd_convert(args: argparse.Namespace) -> None:
     model = load_network(args.arch, args.src, args.source)
     atomic_torch_save(model.state_dict(), args.out)
     print(f"converted {args.src} ({args.source}) -> {args.out}: {sum(p.numel() for p in model.parameters()):,} parameters")
-
-
-def check_onnx_parity(model: EfficientFormerV2, path: Path, threads: int = 2) -> float:
-    """Max |onnxruntime - PyTorch| on a random batch of two; raises if above ONNX_TOLERANCE."""
-    size = model.arch.image_size
-    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        ref = model(x).numpy()
-    got = ort_session(path, threads=threads).run(None, {"input": x.numpy()})[0]
-    err = float(abs(ref - got).max())
-    if err > ONNX_TOLERANCE:
-        raise RuntimeError(f"{path}: onnxruntime differs from PyTorch by {err:.2e} (> {ONNX_TOLERANCE})")
-    return err
 
 
 def cmd_onnx(args: argparse.Namespace) -> None:

@@ -21,17 +21,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from conf import compose
 from latency_lut.app import run_lut
-from latency_lut.backends import make_backend
 from latency_lut.lut import LatencyLUT
 from latency_lut.timing import Protocol
-from latency_lut.validate import measure_networks
 from search.app import run_search
 from search.export_cli import main as export_main
-from search.results import RUN_FILE, arch_of, completed, load_study, read_run
-from supernet.arch import ArchConfig
+from search.report import format_rows, released_vs_derived
+from search.results import RUN_FILE, read_run
 from supernet.errors import report_user_errors
 from supernet.io_utils import atomic_write_text
-from supernet.signatures import count_macs, count_params
 from supernet.train.app import run_training
 
 
@@ -43,7 +40,8 @@ def lut_stage(cfg: DictConfig) -> Path:
     over = list(cfg.lut_overrides)
     lut_cfg = compose("eformer_lut", ["command=build", *over])
     out = Path(lut_cfg.out)
-    if out.is_file() and LatencyLUT.load(out).meta.get("complete") and LatencyLUT.load(out).meta.get("calibration"):
+    meta = LatencyLUT.load(out).meta if out.is_file() else {}
+    if meta.get("complete") and meta.get("calibration"):
         print(f"reusing {out} (complete and calibrated)")
         return out
     run_lut(lut_cfg)
@@ -70,36 +68,6 @@ def export_stage(run_dir: str, *flags: str) -> dict[str, Any]:
     return json.loads(manifest.read_text())
 
 
-def final_table(cfg: DictConfig, lut_path: Path, runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Per budget: released preset and derived member - params, MACs, LUT and measured latency, proxy top-1."""
-    lut = LatencyLUT.load(lut_path)
-    rows, nets = [], {}
-    for b, run in runs.items():
-        best = next(t for t in completed(load_study(run)) if t.number == run["best_trial"])
-        derived = lut.in_context(arch_of(best)).replace(name=f"derived-{b}")
-        released = lut.in_context(ArchConfig.preset(b))
-        nets[f"released-{b}"], nets[f"derived-{b}"] = released, derived
-        for kind, arch, top1 in (("released", released, run["presets"][b]["top1"]), ("derived", derived, best.user_attrs["top1"])):
-            rows.append({"budget": b, "model": kind, "arch": arch.summary(), "params": count_params(arch),
-                         "macs": count_macs(arch), "lut_ms": lut.predict(arch), "top1": top1})
-    m = cfg.measure
-    device = dict(lut.meta["device"], name=lut.meta["device_name"])
-    stats = measure_networks(nets, make_backend(device), Protocol(warmup=int(m.warmup), repeats=int(m.repeats), cache="warm"),
-                             progress=bool(cfg.progress))
-    for r in rows:
-        r["measured_ms"] = stats[f"{r['model']}-{r['budget']}"].value(lut.statistic)
-    return {"rows": rows, "statistic": lut.statistic, "lut": str(lut_path)}
-
-
-def format_table(table: dict[str, Any]) -> str:
-    lines = ["| budget | model | architecture (widths, depths, attention, expansions) | params (M) | GMACs | "
-             "LUT (ms) | measured (ms) | proxy top-1 (%) |", "|---|---|---|---|---|---|---|---|"]
-    for r in table["rows"]:
-        lines.append(f"| {r['budget'].upper()} | {r['model']} | `{r['arch']}` | {r['params'] / 1e6:.3f} | {r['macs'] / 1e9:.3f} | "
-                     f"{r['lut_ms']:.2f} | {r['measured_ms']:.2f} | {r['top1']:.2f} |")
-    return "\n".join(lines)
-
-
 def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
     started = time.time()
     work = Path(cfg.work_dir)
@@ -121,15 +89,17 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
     exports["nsga2"] = export_stage(f"{work}/search/nsga2", "--pareto", "--no-onnx")
     banner(5, n, "final table: released vs derived, measured end to end")
     final_file = work / "final.json"
-    key = {b: r["best_trial"] for b, r in runs.items()} | {"lut": str(lut_path), "supernet": str(supernet)}
+    key = {b: r["best_trial"] for b, r in runs.items()} | {"lut": str(lut_path), "supernet": str(supernet), "format": 2}
     table = json.loads(final_file.read_text()) if final_file.is_file() else None
     if table is None or table.get("key") != key:
-        table = {**final_table(cfg, lut_path, runs), "key": key}
+        protocol = Protocol(warmup=int(cfg.measure.warmup), repeats=int(cfg.measure.repeats), cache="warm")
+        table = {"rows": released_vs_derived(runs, lut_path, protocol, bool(cfg.progress)),
+                 "statistic": LatencyLUT.load(lut_path).statistic, "key": key}
         atomic_write_text(final_file, json.dumps(table, indent=1))
     else:
         print(f"reusing {final_file}")
     print()
-    print(format_table(table))
+    print(format_rows(table["rows"]))
     print(f"\nLUT: {lut_path} (quick protocol when lut=quick: noisier than `eformer-lut build`'s default); "
           f"latency = ORT CPU, batch 1, 224 px, 1000 classes; measured = whole network, interleaved, {table['statistic']}")
     print(f"proxy top-1 = member of the digits supernet ({supernet}) after BN recalibration")

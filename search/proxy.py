@@ -14,7 +14,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -32,8 +32,15 @@ class AnalyticProxy:
 
     name = "analytic"
 
+    def __init__(self) -> None:
+        self.evaluations = 0
+
     def __call__(self, arch: ArchConfig) -> dict[str, float]:
+        self.evaluations += 1
         return {"top1": 100.0 - 40.0 / math.sqrt(count_macs(arch) / 1e6), "loss": float("nan")}
+
+    def cached(self, arch: ArchConfig) -> None:
+        """Nothing is cached (a call costs microseconds)."""
 
     def reference(self, arch: ArchConfig) -> None:
         """Incremental evaluation does not apply."""
@@ -105,14 +112,16 @@ class SupernetProxy:
         calib_ins, val_ins = [], []
         x = net.stem(calib_in) if start == 0 else calib_in
         for i in range(start, 4):
-            calib_ins.append(x) if keep else None
+            if keep:
+                calib_ins.append(x)
             x = net.stages[i](x)
         net.norm(x)
         for bn in bns:
             bn.momentum, bn.training = 0.1, False
         x = net.stem(val_in) if start == 0 else val_in
         for i in range(start, 4):
-            val_ins.append(x) if keep else None
+            if keep:
+                val_ins.append(x)
             x = net.stages[i](x)
         logits = classify(x, net.norm, net.head, net.head_dist, False)
         self.evaluations += 1
@@ -148,6 +157,3 @@ class SupernetProxy:
         self._store(h, res)
         return res
 
-
-def evaluate_all(proxy, archs: Iterable[ArchConfig]) -> list[dict[str, float]]:
-    return [proxy(a) for a in archs]

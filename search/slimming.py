@@ -125,6 +125,7 @@ class Candidate:
     metrics: Metrics
     score: Optional[float]  # accuracy drop per MES gained (None: the step's starting member)
     chosen: bool = False
+    move: Optional[Action] = None  # the action that produced this candidate
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,8 +165,7 @@ def slim(space: SearchSpace, evaluator: CandidateEvaluator, budget: Budget, cont
                 mc = evaluator(nxt)
                 gain = mc.mes - m.mes
                 score = (m.top1 - mc.top1) / gain if gain > 0 else None
-                cands.append(Candidate(step, action.describe(cur, nxt), nxt, mc, score))
-                cands[-1].move = action  # type: ignore[attr-defined]
+                cands.append(Candidate(step, action.describe(cur, nxt), nxt, mc, score, move=action))
             ranked = sorted((c for c in cands if c.score is not None), key=lambda c: (c.score, -c.metrics.mes))
             if not ranked:  # LUT noise can make every remaining shrink look slower: go by budget progress instead
                 for c in cands:
@@ -180,13 +180,14 @@ def slim(space: SearchSpace, evaluator: CandidateEvaluator, budget: Budget, cont
             for c in ranked:
                 if len(labels) >= settings.moves_per_step or budget.met(*_costs(evaluator, applied)):
                     break
-                if c.move.target in targets:  # type: ignore[attr-defined]
+                assert c.move is not None
+                if c.move.target in targets:
                     continue
-                nxt = apply_action(applied, c.move, space)  # type: ignore[attr-defined]
+                nxt = apply_action(applied, c.move, space)
                 if nxt is None:
                     continue
                 applied, c.chosen = nxt, True
-                targets.add(c.move.target)  # type: ignore[attr-defined]
+                targets.add(c.move.target)
                 labels.append(c.action)
             for c in cands:
                 record(c)

@@ -9,7 +9,7 @@ trial and keeps it only if its number is among the first ``n_trials`` complete-o
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from typing import Any
 
 import optuna
 from optuna.trial import TrialState
@@ -25,32 +25,32 @@ from supernet.space import SearchSpace
 LIVE = (TrialState.COMPLETE, TrialState.RUNNING)
 
 
-def _count(study: optuna.Study, states: tuple[TrialState, ...]) -> list[int]:
-    return sorted(t.number for t in study.get_trials(deepcopy=False, states=states))
+def _live(study: optuna.Study) -> tuple[int, list[int]]:
+    """(number of COMPLETE trials, sorted numbers of the COMPLETE and RUNNING ones)."""
+    trials = study.get_trials(deepcopy=False, states=LIVE)
+    return sum(t.state == TrialState.COMPLETE for t in trials), sorted(t.number for t in trials)
 
 
 def run_worker(study: optuna.Study, strategy: Strategy, space: SearchSpace, evaluator: CandidateEvaluator,
                budget: Budget, n_trials: int, context: dict[str, Any], heartbeat_s: float = 5.0,
-               grace_s: float = 30.0, poll_s: float = 1.0, progress: bool = True,
-               on_trial: Callable[[optuna.trial.FrozenTrial], None] | None = None) -> int:
+               grace_s: float = 30.0, poll_s: float = 1.0, progress: bool = True) -> int:
     """Work on ``study`` until it has ``n_trials`` COMPLETE trials; returns how many this worker completed."""
     done_here = 0
-    complete = len(_count(study, (TrialState.COMPLETE,)))
-    bar = tqdm(total=n_trials, initial=min(complete, n_trials), desc=f"search {strategy.name}", unit="trial",
+    bar = tqdm(total=n_trials, initial=min(_live(study)[0], n_trials), desc=f"search {strategy.name}", unit="trial",
                disable=not progress, dynamic_ncols=True)
     try:
         while True:
             reap_stale(study, grace_s)
-            complete = len(_count(study, (TrialState.COMPLETE,)))
+            complete, live = _live(study)
             bar.n = min(complete, n_trials)
             bar.refresh()
             if complete >= n_trials:
                 return done_here
-            if len(_count(study, LIVE)) >= n_trials:
+            if len(live) >= n_trials:
                 time.sleep(poll_s)  # the remaining trials are running elsewhere; they may yet fail
                 continue
             trial = study.ask()
-            if trial.number not in _count(study, LIVE)[:n_trials]:
+            if trial.number not in _live(study)[1][:n_trials]:
                 study._storage.set_trial_user_attr(trial._trial_id, "surplus", True)
                 study.tell(trial, state=TrialState.FAIL)
                 continue
@@ -66,10 +66,8 @@ def run_worker(study: optuna.Study, strategy: Strategy, space: SearchSpace, eval
                 for key, value in trial_attrs(arch, m, strategy=strategy.name, budget=budget.name,
                                               feasible=budget.met(m.latency_ms, m.params)).items():
                     trial.set_user_attr(key, value)
-                frozen = study.tell(trial, strategy.values(m))
+                study.tell(trial, strategy.values(m))
             done_here += 1
             bar.set_postfix(top1=f"{m.top1:.1f}", lat=f"{m.latency_ms:.1f}ms")
-            if on_trial is not None:
-                on_trial(frozen)
     finally:
         bar.close()

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 from supernet.errors import UserError
+from supernet.io_utils import atomic_write_text, read_yaml_mapping
 
 NUM_STAGES = 4
 BLOCK_TYPES = ("ffn", "attn")
@@ -161,25 +162,14 @@ class ArchConfig:
                 lines.append(f"      - {{type: {b.type}, expansion: {b.expansion}}}")
         text = "\n".join(lines) + "\n"
         if path is not None:
-            from supernet.io_utils import atomic_write_text
-
             atomic_write_text(path, text)
         return text
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike) -> "ArchConfig":
         """Load and validate a YAML file; errors name the file and the field."""
-        from omegaconf import OmegaConf
-
         p = Path(path)
-        if not p.is_file():
-            raise ArchConfigError(f"{p}: architecture file not found")
-        try:
-            data = OmegaConf.to_container(OmegaConf.load(p), resolve=True)
-        except Exception as exc:  # malformed YAML
-            raise ArchConfigError(f"{p}: not valid YAML ({exc.__class__.__name__}: {exc})".splitlines()[0]) from None
-        if not isinstance(data, dict):
-            raise ArchConfigError(f"{p}: expected a mapping at the top level")
+        data = read_yaml_mapping(p, ArchConfigError, "architecture")
         return _parse(data, str(p))
 
     @classmethod

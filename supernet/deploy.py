@@ -15,7 +15,6 @@ from __future__ import annotations
 import copy
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from supernet.blocks import Block, Head, Mlp, Upsample2x, _BiasedAttention

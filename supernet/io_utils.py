@@ -38,3 +38,19 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     import torch
 
     return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def read_yaml_mapping(path: str | os.PathLike, error: type[Exception], what: str) -> dict[str, Any]:
+    """A YAML file's top-level mapping; a missing file, bad YAML or a non-mapping raises ``error`` naming the file."""
+    from omegaconf import OmegaConf
+
+    p = Path(path)
+    if not p.is_file():
+        raise error(f"{p}: {what} file not found")
+    try:
+        data = OmegaConf.to_container(OmegaConf.load(p), resolve=True)
+    except Exception as exc:  # malformed YAML
+        raise error(f"{p}: not valid YAML ({exc.__class__.__name__}: {exc})".splitlines()[0]) from None
+    if not isinstance(data, dict):
+        raise error(f"{p}: expected a mapping at the top level")
+    return data

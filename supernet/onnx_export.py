@@ -101,3 +101,19 @@ def ort_session(
     opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
     src = model if isinstance(model, bytes) else str(model)
     return ort.InferenceSession(src, sess_options=opts, providers=list(providers or ["CPUExecutionProvider"]))
+
+
+ONNX_TOLERANCE = 1e-4
+
+
+def check_onnx_parity(model: nn.Module, path: Path, threads: int = 2) -> float:
+    """Max |onnxruntime - PyTorch| on a random batch of two; raises if above ONNX_TOLERANCE."""
+    size = model.arch.image_size
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref = model(x).numpy()
+    got = ort_session(path, threads=threads).run(None, {"input": x.numpy()})[0]
+    err = float(abs(ref - got).max())
+    if err > ONNX_TOLERANCE:
+        raise RuntimeError(f"{path}: onnxruntime differs from PyTorch by {err:.2e} (> {ONNX_TOLERANCE})")
+    return err

@@ -30,6 +30,7 @@ from typing import Any, Mapping, Sequence
 
 from supernet.arch import ALLOWED_EXPANSIONS, ATTN_STAGES, NUM_STAGES, WIDTH_MULTIPLE, ArchConfig
 from supernet.errors import UserError
+from supernet.io_utils import read_yaml_mapping
 
 
 class SpaceError(UserError):
@@ -138,15 +139,8 @@ class SearchSpace:
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike) -> "SearchSpace":
-        from omegaconf import OmegaConf
-
         p = Path(path)
-        if not p.is_file():
-            raise SpaceError(f"{p}: space file not found")
-        try:
-            data = OmegaConf.to_container(OmegaConf.load(p), resolve=True)
-        except Exception as exc:
-            raise SpaceError(f"{p}: not valid YAML ({type(exc).__name__})") from None
+        data = read_yaml_mapping(p, SpaceError, "space")
         return cls.from_dict(data, str(p))
 
     @classmethod

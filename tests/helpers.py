@@ -1,8 +1,13 @@
 """Test helpers: paths to ../shared fixtures, random valid architectures, BN randomisation."""
 from __future__ import annotations
 
+import os
 import random
+import signal
+import subprocess
+import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -50,3 +55,17 @@ def randomize_stats(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
         elif name.endswith("attention_biases"):
             p.copy_(torch.randn(p.shape, generator=g))
     return model
+
+
+def kill_when(proc: subprocess.Popen, ready: Callable[[], bool], timeout: float = 120.0, poll: float = 0.2) -> None:
+    """SIGKILL ``proc``'s process group as soon as ``ready()`` holds (exceptions count as not yet), or at ``timeout``."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if ready():
+                break
+        except Exception:
+            pass
+        time.sleep(poll)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()

@@ -1,12 +1,11 @@
 """Latency LUT: build with the real onnxruntime, resume, command backend, refusals, predict, validate."""
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import time
 
 import pytest
+from helpers import kill_when
 
 from latency_lut.backends import CommandBackend, DeviceError, OrtBackend, make_backend
 from latency_lut.build import build_lut, space_signatures
@@ -79,16 +78,7 @@ def test_resume_after_kill(tmp_path):
     cmd = ["eformer-lut", "build", "space=tiny", "image_size=64", "num_classes=10", "distillation=false",
            f"out={out}", "lut.protocol.repeats=15", "lut.interleave=4", "lut.progress=false", "device.threads=1"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            if len(LatencyLUT.load(out)) >= 3:
-                break
-        except LUTError:
-            pass
-        time.sleep(0.1)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_when(proc, lambda: len(LatencyLUT.load(out)) >= 3, poll=0.1)
     before = LatencyLUT.load(out).table.set_index("key")["median_ms"]
     assert 3 <= len(before) < len(space_signatures(TINY, 64, 10, False))
     res = subprocess.run(cmd, capture_output=True, text=True)

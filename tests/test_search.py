@@ -3,15 +3,14 @@ overrides, export round trip - with a tiny supernet, a tiny real-onnxruntime LUT
 from __future__ import annotations
 
 import json
-import os
 import random
-import signal
 import subprocess
 import sys
 import time
 
 import optuna
 import pytest
+from helpers import kill_when
 import torch
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
@@ -131,20 +130,16 @@ def test_killed_worker_loses_nothing_and_rerun_continues(assets, tmp_path):
             "proxy.cache=null")
     proc = cli(assets, run, *args, start_new_session=True)
     journal = run / "study.journal"
-    deadline = time.time() + 120
-    before = []
-    while time.time() < deadline:
-        if journal.is_file():
-            try:
-                study = optuna.load_study(study_name="random-none", storage=open_storage(f"journal:{journal}"))
-                before = [t for t in study.get_trials() if t.state == TrialState.COMPLETE]
-            except KeyError:
-                pass
-        if len(before) >= 8:
-            break
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    before: list = []
+
+    def eight_complete() -> bool:
+        if not journal.is_file():
+            return False
+        study = optuna.load_study(study_name="random-none", storage=open_storage(f"journal:{journal}"))
+        before[:] = [t for t in study.get_trials() if t.state == TrialState.COMPLETE]
+        return len(before) >= 8
+
+    kill_when(proc, eight_complete)
     assert 8 <= len(before) < 60
     rerun = cli(assets, run, *args)
     _, err = rerun.communicate(timeout=300)

@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import torch
+from helpers import kill_when
 
 ARGS = ["space=tiny", "train.epochs=2", "train.checkpoint_every=3", "train.progress=false", "train.eval_presets=[]"]
 
@@ -34,16 +33,7 @@ def test_run_metrics_and_resume_after_kill(tmp_path):
     assert {m["member"] for m in metrics} == {"largest", "smallest"} and {m["epoch"] for m in metrics} == {0, 1}
 
     proc = train(b, wait=False)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            if torch.load(b / "checkpoint.pt", weights_only=False)["step"] >= 9:
-                break
-        except Exception:
-            pass
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_when(proc, lambda: torch.load(b / "checkpoint.pt", weights_only=False)["step"] >= 9)
     assert not json.loads((a / "final.json").read_text()) == {}  # a finished; b was killed mid-run
     assert not (b / "final.json").exists()
     res = train(b)

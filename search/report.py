@@ -1,0 +1,63 @@
+"""Released presets vs the members a search derived for their budgets: costs, LUT and measured
+latency, proxy accuracy (the final table of eformer-pipeline and of experiments/derive_s0_l.py)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from latency_lut.backends import make_backend
+from latency_lut.lut import LatencyLUT
+from latency_lut.timing import Protocol
+from latency_lut.validate import measure_networks
+from search.results import arch_of, completed, load_study
+from supernet.arch import ArchConfig
+from supernet.signatures import count_macs, count_params
+
+
+def _costs(arch: ArchConfig, lut: LatencyLUT) -> dict[str, Any]:
+    return {"summary": arch.summary(), "widths": list(arch.widths), "depths": list(arch.depths),
+            "attn": [s.num_attn for s in arch.stages], "expansions": ["".join(map(str, e)) for e in arch.expansions],
+            "params": count_params(arch), "macs": count_macs(arch), "lut_ms": lut.predict(arch)}
+
+
+def released_vs_derived(runs: dict[str, dict[str, Any]], lut_path: str | Path, protocol: Protocol,
+                        progress: bool = True) -> list[dict[str, Any]]:
+    """One row per budget (a preset name keyed to its slimming run record): the released preset and
+    the run's best member, both in the LUT's deployment context, measured end to end, interleaved."""
+    lut = LatencyLUT.load(lut_path)
+    rows, nets = [], {}
+    for b, run in runs.items():
+        best = next(t for t in completed(load_study(run)) if t.number == run["best_trial"])
+        derived = lut.in_context(arch_of(best))
+        released = lut.in_context(ArchConfig.preset(b))
+        nets[f"released-{b}"], nets[f"derived-{b}"] = released, derived
+        row = {"budget": b, "budget_latency_ms": run["budget"]["latency_ms"], "budget_params": run["budget"]["params"],
+               "released": {**_costs(released, lut), "top1": run["presets"][b]["top1"]},
+               "derived": {**_costs(derived, lut), "top1": best.user_attrs["top1"], "trial": best.number,
+                           "steps": len(run["path"]) - 1}}
+        d, rel = row["derived"], row["released"]
+        row["meets_budget"] = d["lut_ms"] <= row["budget_latency_ms"] + 1e-9 and d["params"] <= row["budget_params"]
+        row["dominates_released"] = d["top1"] >= rel["top1"] and d["lut_ms"] <= rel["lut_ms"]
+        rows.append(row)
+    device = dict(lut.meta["device"], name=lut.meta["device_name"])
+    stats = measure_networks(nets, make_backend(device), protocol, progress=progress)
+    for r in rows:
+        for kind in ("released", "derived"):
+            s = stats[f"{kind}-{r['budget']}"]
+            r[kind]["measured_ms"], r[kind]["measured_iqr_ms"] = s.value(lut.statistic), s.iqr_ms
+    return rows
+
+
+def format_rows(rows: list[dict[str, Any]]) -> str:
+    """A markdown table, released above derived for each budget."""
+    lines = ["| budget | model | widths | depths (attn) | expansions | params (M) | GMACs | LUT (ms) | measured (ms) | "
+             "proxy top-1 (%) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        for kind in ("released", "derived"):
+            d = r[kind]
+            depths = " ".join(f"{n}({a})" for n, a in zip(d["depths"], d["attn"]))
+            label = f"derived ({d['steps']} steps)" if kind == "derived" else kind
+            lines.append(f"| {r['budget'].upper()} | {label} | {'-'.join(map(str, d['widths']))} | {depths} | "
+                         f"{' '.join(d['expansions'])} | {d['params'] / 1e6:.3f} | {d['macs'] / 1e9:.3f} | "
+                         f"{d['lut_ms']:.2f} | {d['measured_ms']:.2f} | {d['top1']:.2f} |")
+    return "\n".join(lines)
