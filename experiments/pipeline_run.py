@@ -69,7 +69,7 @@ def main() -> None:
     import torch
 
     ckpt = killed / "supernet" / "checkpoint.pt"
-    resumed_from = int(torch.load(ckpt, weights_only=False)["step"]) if ckpt.is_file() else 0
+    resumed_from = int(torch.load(ckpt, weights_only=True)["step"]) if ckpt.is_file() else 0
     t3, out3, rc3 = run([f"work_dir={killed}", lut])
     assert rc3 == 0, out3[-3000:]
     table = json.loads((work / "final.json").read_text())

@@ -15,16 +15,13 @@ import torch
 from supernet.arch import ArchConfig
 from supernet.convert import SOURCES, convert_state_dict, load_converted, read_checkpoint
 from supernet.errors import UserError, report_user_errors
-from supernet.io_utils import atomic_torch_save
+from supernet.io_utils import atomic_torch_save, safe_torch_load
 from supernet.model import EfficientFormerV2, build_model
 from supernet.onnx_export import DEFAULT_OPSET, check_onnx_parity, export_onnx
 
 def weights_arch(weights: str) -> ArchConfig:
     """The architecture recorded in a weights file of ours (eformer-export arch, eformer-train fine-tuning)."""
-    try:
-        obj = torch.load(weights, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise UserError(f"{weights}: cannot be read as a PyTorch checkpoint ({type(exc).__name__})") from None
+    obj = safe_torch_load(weights, UserError, "PyTorch checkpoint")
     if not isinstance(obj, dict) or not isinstance(obj.get("arch"), dict):
         raise UserError(f"{weights}: records no architecture; give --arch (a preset or an ArchConfig YAML)")
     return ArchConfig.from_dict(obj["arch"], source=f"{weights} arch")

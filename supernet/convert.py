@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from supernet.errors import UserError
+from supernet.io_utils import safe_torch_load
 
 SOURCES = ("official", "timm", "ours")
 
@@ -143,12 +144,7 @@ def load_converted(model: nn.Module, state_dict: Mapping[str, torch.Tensor], whe
 def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read a checkpoint file (tensors only; no code execution) and unwrap its state dict."""
     p = Path(path)
-    if not p.is_file():
-        raise CheckpointError(f"{p}: checkpoint file not found")
-    try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"{p}: cannot be read as a PyTorch checkpoint ({type(exc).__name__})") from None
+    obj = safe_torch_load(p, CheckpointError, "PyTorch checkpoint")
     return unwrap_checkpoint(obj, str(p))
 
 

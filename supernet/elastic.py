@@ -29,7 +29,7 @@ from supernet.arch import ArchConfig
 from supernet.blocks import Block, Stem, classify
 from supernet.bn_calibration import recalibrate_bn
 from supernet.convert import CheckpointError
-from supernet.io_utils import atomic_torch_save
+from supernet.io_utils import atomic_torch_save, safe_torch_load
 from supernet.layers import ELASTIC_OPS
 from supernet.mapping import member_slots, prefix, supernet_key
 from supernet.model import EfficientFormerV2, init_weights, make_block, make_downsample
@@ -212,10 +212,7 @@ class Supernet(nn.Module):
             p = p / "supernet.pt"
         if not p.is_file():
             raise CheckpointError(f"{p}: supernet file not found (train one with eformer-train)")
-        try:
-            payload = torch.load(p, map_location="cpu", weights_only=False)
-        except Exception as exc:
-            raise CheckpointError(f"{p}: cannot be read ({type(exc).__name__})") from None
+        payload = safe_torch_load(p, CheckpointError, "supernet")
         if not isinstance(payload, dict) or payload.get("format") != SUPERNET_FORMAT:
             raise CheckpointError(f"{p}: not a supernet file (expected format {SUPERNET_FORMAT})")
         net = cls(SearchSpace.from_dict(payload["space"]), drop_path_rate=payload["drop_path_rate"], **payload["context"])

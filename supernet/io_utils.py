@@ -40,6 +40,22 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     return atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
+def safe_torch_load(path: str | os.PathLike, error: type[Exception], what: str) -> Any:
+    """Read a ``torch.save`` file without executing code (``weights_only=True``): tensors and plain
+    containers only. A missing file, a non-PyTorch file or a pickle that needs code raises ``error``
+    (one line naming the file and ``what`` was expected)."""
+    import torch
+
+    p = Path(path)
+    if not p.is_file():
+        raise error(f"{p}: {what} file not found")
+    try:
+        return torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        reason = "it needs code to unpickle, which is never run" if "weights_only" in str(exc) or "Unsupported global" in str(exc) else type(exc).__name__
+        raise error(f"{p}: cannot be read as a {what} file ({reason})") from None
+
+
 def read_yaml_mapping(path: str | os.PathLike, error: type[Exception], what: str) -> dict[str, Any]:
     """A YAML file's top-level mapping; a missing file, bad YAML or a non-mapping raises ``error`` naming the file."""
     from omegaconf import OmegaConf

@@ -11,5 +11,5 @@ from helpers import S0_FIXTURE
 @pytest.fixture(scope="session")
 def s0_fixture() -> Path:
     if not (S0_FIXTURE / "eformer_s0_random.pth").is_file():
-        pytest.fail(f"reference fixture missing: {S0_FIXTURE} (CI checks out ../shared beside the repo)")
+        pytest.fail(f"reference fixture missing: {S0_FIXTURE} (tests/data is part of the repository)")
     return S0_FIXTURE

@@ -192,7 +192,7 @@ def test_unknown_strategy_group_and_foreign_lut(assets, tmp_path):
     other = SearchSpace.from_dict(spec)
     assert other.hash != TINY.hash
     net = Supernet(other, image_size=32, num_classes=10, distillation=False)
-    net.save(tmp_path / "other.pt", train_config=torch.load(assets / "supernet.pt", weights_only=False)["train_config"])
+    net.save(tmp_path / "other.pt", train_config=torch.load(assets / "supernet.pt", weights_only=True)["train_config"])
     p = cli(assets, tmp_path / "bad", f"supernet={tmp_path / 'other.pt'}")
     _, err = p.communicate(timeout=120)
     assert p.returncode == 2 and "was built for space tiny" in err and "build a LUT for this space" in err

@@ -33,7 +33,7 @@ def test_run_metrics_and_resume_after_kill(tmp_path):
     assert {m["member"] for m in metrics} == {"largest", "smallest"} and {m["epoch"] for m in metrics} == {0, 1}
 
     proc = train(b, wait=False)
-    kill_when(proc, lambda: torch.load(b / "checkpoint.pt", weights_only=False)["step"] >= 9)
+    kill_when(proc, lambda: torch.load(b / "checkpoint.pt", weights_only=True)["step"] >= 9)
     assert not json.loads((a / "final.json").read_text()) == {}  # a finished; b was killed mid-run
     assert not (b / "final.json").exists()
     res = train(b)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 from pathlib import Path
 from typing import Any, Mapping, Optional
@@ -12,7 +11,7 @@ import numpy as np
 import torch
 
 from supernet.errors import UserError
-from supernet.io_utils import atomic_torch_save
+from supernet.io_utils import atomic_torch_save, safe_torch_load
 
 CHECKPOINT = "checkpoint.pt"
 # keys that may change between a run and its resumption
@@ -36,13 +35,18 @@ def fingerprint(flat: Mapping[str, Any]) -> str:
 
 
 def rng_state() -> dict[str, Any]:
-    return {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    """Generator states as tensors and plain containers (loadable with ``weights_only=True``)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "python": random.getstate(),
+            "numpy": {"kind": str(kind), "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+                      "pos": int(pos), "has_gauss": int(has_gauss), "gauss": float(gauss)}}
 
 
 def set_rng_state(state: Mapping[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
 
 
 def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> Path:
@@ -54,10 +58,9 @@ def load_checkpoint(run_dir: Path, flat_config: Mapping[str, Any]) -> Optional[d
     path = run_dir / CHECKPOINT
     if not path.is_file():
         return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise UserError(f"{path}: unreadable checkpoint ({type(exc).__name__}); delete it to start over") from None
+    state = safe_torch_load(path, UserError, "training checkpoint (delete it to start over)")
+    if not isinstance(state, dict) or "fingerprint" not in state:
+        raise UserError(f"{path}: not a training checkpoint of eformer-train; delete it to start over")
     if state.get("fingerprint") != fingerprint(flat_config):
         old = state.get("config", {})
         changed = sorted(
@@ -80,6 +83,3 @@ def weights_digest(module: torch.nn.Module, parameters_only: bool = False) -> st
         h.update(t.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
 
-
-def env_summary() -> dict[str, str]:
-    return {k: os.environ[k] for k in ("WORLD_SIZE", "RANK", "OMP_NUM_THREADS") if k in os.environ}
