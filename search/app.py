@@ -69,12 +69,13 @@ def build_proxy(cfg: DictConfig, supernet: Supernet, supernet_digest: str):
         raise UserError(f"proxy.kind: {p.kind!r} is not one of supernet, analytic")
     data_cfg = data_settings(supernet, OmegaConf.to_container(p.data, resolve=True) if p.get("data") else None)
     data = build_data(data_cfg)
-    key = json.dumps({"supernet": supernet_digest, "data": data_cfg, "calib": p.calib_images, "val": p.val_images},
+    key = json.dumps({"supernet": supernet_digest, "data": data_cfg, "calib": p.calib_images, "val": p.val_images,
+                      "format": 2},
                      sort_keys=True, default=str)
     cache = Path(p.cache) if p.get("cache") else None
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
-    return SupernetProxy.from_data(supernet, data, int(p.calib_images), p.val_images, cache,
+    return SupernetProxy.from_data(supernet, data, p.calib_images, p.val_images, cache,
                                    hashlib.sha256(key.encode()).hexdigest()[:16])
 
 
@@ -141,7 +142,10 @@ def slimming_settings(s: DictConfig) -> SlimmingSettings:
         raise UserError(f"search.expansion_scope: {s.expansion_scope!r} is not one of block, stage")
     if int(s.moves_per_step) < 1:
         raise UserError(f"search.moves_per_step: {s.moves_per_step} must be at least 1")
-    return SlimmingSettings(kinds, str(s.expansion_scope), int(s.moves_per_step), int(s.max_steps))
+    score_by = str(s.get("score_by", "loss"))
+    if score_by not in ("loss", "top1"):
+        raise UserError(f"search.score_by: {score_by!r} is not one of loss, top1")
+    return SlimmingSettings(kinds, str(s.expansion_scope), int(s.moves_per_step), int(s.max_steps), score_by)
 
 
 def run_search(cfg: DictConfig) -> dict[str, Any]:
@@ -194,7 +198,8 @@ def run_search(cfg: DictConfig) -> dict[str, Any]:
         "context": context, "deploy_context": lut.context, "proxy": cfg.proxy.kind,
         "evaluations": proxy.evaluations,
         "trials": len(completed(study)), "best_trial": best.number if best else None,
-        "best": {k: best.user_attrs.get(k) for k in ("summary", "top1", "latency_ms", "params", "macs", "mes", "feasible")} if best else None,
+        "best": {k: best.user_attrs.get(k) for k in ("summary", "top1", "top1_std", "loss", "loss_std", "latency_ms",
+                                                     "params", "macs", "mes", "feasible")} if best else None,
         "path": path_out,
         "presets": presets, "proxy_config": OmegaConf.to_container(cfg.proxy, resolve=True),
         "config": OmegaConf.to_container(cfg, resolve=True),
@@ -203,7 +208,7 @@ def run_search(cfg: DictConfig) -> dict[str, Any]:
     atomic_write_text(run_dir / RUN_FILE, json.dumps(record, indent=1))
     if best is not None:
         b = best.user_attrs
-        print(f"eformer-search: best (trial {best.number}): {b['summary']}  top1 {b['top1']:.2f}%  "
+        print(f"eformer-search: best (trial {best.number}): {b['summary']}  top1 {b['top1']:.2f}% (+-{b.get('top1_std', 0):.2f})  "
               f"LUT {b['latency_ms']:.2f} ms  {b['params'] / 1e6:.2f} M params  {b['macs'] / 1e9:.3f} GMACs")
     else:
         print("eformer-search: no feasible trial yet")
@@ -218,7 +223,16 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    _hydra_main()
+    """``eformer-search [overrides]``, or ``eformer-search validate-proxy [overrides]``."""
+    import sys
+
+    if len(sys.argv) > 1 and sys.argv[1] == "validate-proxy":
+        from search.validate_proxy import main as validate_proxy_main
+
+        del sys.argv[1]
+        validate_proxy_main()
+    else:
+        _hydra_main()
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 MACs (analytic), and the Mobile Efficiency Score.
 
 Latency, parameters, MACs and MES are those of the architecture as deployed (the LUT's context:
-image size, classes, heads); accuracy is the proxy's (e.g. the digits supernet member's).
+image size, classes, heads); accuracy is the proxy's (e.g. the Fashion-MNIST supernet member's).
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from latency_lut.lut import LatencyLUT
 from latency_lut.mes import mes
 from supernet.arch import ArchConfig
 from search.params import arch_hash
+from search.proxy import AccuracyProxy
 from supernet.errors import UserError
 from supernet.signatures import count_macs, count_params
 
@@ -26,11 +27,16 @@ class MESConfig:
 
 @dataclasses.dataclass(frozen=True)
 class Metrics:
+    """Proxy score (top-1 %, validation loss, their bootstrap noise) and deployed costs."""
+
     top1: float
     latency_ms: float
     params: int
     macs: int
     mes: float
+    loss: float = float("nan")
+    top1_std: float = 0.0
+    loss_std: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -65,7 +71,7 @@ def resolve_mes(cfg: Mapping[str, Any], lut: LatencyLUT) -> MESConfig:
 class CandidateEvaluator:
     """Proxy accuracy (supernet context) + deployed costs (LUT context) of one architecture."""
 
-    def __init__(self, proxy: Any, lut: LatencyLUT, mes_cfg: MESConfig) -> None:
+    def __init__(self, proxy: AccuracyProxy, lut: LatencyLUT, mes_cfg: MESConfig) -> None:
         self.proxy, self.lut, self.mes_cfg = proxy, lut, mes_cfg
 
     def costs(self, arch: ArchConfig) -> tuple[float, int, int, float]:
@@ -73,7 +79,9 @@ class CandidateEvaluator:
 
     def __call__(self, arch: ArchConfig) -> Metrics:
         lat, params, macs, score = self.costs(arch)
-        return Metrics(float(self.proxy(arch)["top1"]), lat, params, macs, score)
+        p = self.proxy(arch)
+        return Metrics(float(p["top1"]), lat, params, macs, score, float(p.get("loss", float("nan"))),
+                       float(p.get("top1_std", 0.0)), float(p.get("loss_std", 0.0)))
 
 
 def trial_attrs(arch: ArchConfig, m: Metrics, **extra: Any) -> dict[str, Any]:

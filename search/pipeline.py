@@ -1,4 +1,4 @@
-"""``eformer-pipeline``: the main job end to end on this machine and the embedded digits data.
+"""``eformer-pipeline``: the main job end to end on this machine and the embedded Fashion-MNIST subset.
 
     eformer-pipeline                         # LUT -> supernet -> slimming to S0/S1/S2/L + NSGA-II -> export -> table
     eformer-pipeline work_dir=runs/mine budgets=[s0,l] nsga2_overrides=[search.n_trials=100]
@@ -75,7 +75,7 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
     banner(1, n, "latency LUT of this CPU (eformer-lut build + validate; "
                  f"{'the quick protocol: fewer repeats, noisier entries' if 'lut=quick' in cfg.lut_overrides else 'custom protocol'})")
     lut_path = lut_stage(cfg)
-    banner(2, n, "supernet on digits (eformer-train)")
+    banner(2, n, "supernet on the embedded Fashion-MNIST subset (eformer-train)")
     supernet = run_training(compose("eformer_train", list(cfg.train_overrides)))
     common = [f"supernet={supernet}", f"lut_file={lut_path}", f"proxy.cache={work}/search/proxy-cache.jsonl"]
     banner(3, n, f"search (eformer-search): slimming to {', '.join(b.upper() for b in cfg.budgets)}, then NSGA-II")
@@ -102,7 +102,8 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
     print(format_rows(table["rows"]))
     print(f"\nLUT: {lut_path} (quick protocol when lut=quick: noisier than `eformer-lut build`'s default); "
           f"latency = ORT CPU, batch 1, 224 px, 1000 classes; measured = whole network, interleaved, {table['statistic']}")
-    print(f"proxy top-1 = member of the digits supernet ({supernet}) after BN recalibration")
+    print(f"proxy = member of the supernet ({supernet}) after BN recalibration, scored on the whole val split; "
+          "± = bootstrap standard deviation over the val images")
     for b, e in exports.items():
         files = [x.get("yaml") for x in e["exported"]]
         print(f"{b:6s} configs: {', '.join(map(str, files[:3]))}{' ...' if len(files) > 3 else ''}; plots: {', '.join(e['plots'].values())}")

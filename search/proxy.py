@@ -1,9 +1,12 @@
-"""Accuracy proxies for candidate architectures.
+"""Accuracy proxies for candidate architectures, behind one interface (:class:`AccuracyProxy`).
 
-* :class:`SupernetProxy` - top-1 of the supernet member on the held-out split after BN
-  recalibration on the calibration split (identical to ``supernet.evaluation.evaluate_member``),
-  cached by architecture hash in a JSONL file shared by processes, and evaluated incrementally:
-  a candidate that differs from a reference member only from stage ``s`` on reuses the reference's
+* :class:`SupernetProxy` - the supernet member scored on the whole held-out split after BN
+  recalibration on the calibration split (the same computation as
+  ``supernet.evaluation.evaluate_member`` with one calibration batch). Each score carries a
+  continuous companion - the validation cross-entropy - and the bootstrap standard deviation of
+  both over the validation images, so a search can tell a real difference from noise. Scores are
+  cached by architecture hash in a JSONL file shared by processes, and evaluated incrementally: a
+  candidate that differs from a reference member only from stage ``s`` on reuses the reference's
   stage-``s`` inputs and recalibrates and runs only stages ``s..4`` (exact: the earlier stages and
   their statistics are the same).
 * :class:`AnalyticProxy` - a cheap, monotone stand-in (from MACs) to benchmark the search machinery.
@@ -14,17 +17,36 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
+from search.params import arch_hash
 from supernet.arch import ArchConfig
-from supernet.blocks import classify
+from supernet.bn_calibration import recalibrate_bn
 from supernet.elastic import Supernet
 from supernet.signatures import count_macs
-from search.params import arch_hash
+
+SCORE_KEYS = ("top1", "loss", "top1_std", "loss_std")
+BOOTSTRAP = 200  # resamples of the validation images for the score's noise
+
+
+@runtime_checkable
+class AccuracyProxy(Protocol):
+    """What a search needs from an accuracy estimate."""
+
+    name: str
+    evaluations: int
+
+    def __call__(self, arch: ArchConfig) -> dict[str, float]:
+        """``top1`` (%), ``loss`` (lower is better) and their noise ``top1_std`` / ``loss_std``."""
+
+    def cached(self, arch: ArchConfig) -> Optional[dict[str, float]]:
+        """The stored score of ``arch``, or None when it would have to be computed."""
+
+    def reference(self, arch: ArchConfig) -> Optional[dict[str, float]]:
+        """Score ``arch`` and make it the base of incremental evaluation of its neighbours (if supported)."""
 
 
 class AnalyticProxy:
@@ -37,7 +59,8 @@ class AnalyticProxy:
 
     def __call__(self, arch: ArchConfig) -> dict[str, float]:
         self.evaluations += 1
-        return {"top1": 100.0 - 40.0 / math.sqrt(count_macs(arch) / 1e6), "loss": float("nan")}
+        top1 = 100.0 - 40.0 / math.sqrt(count_macs(arch) / 1e6)
+        return {"top1": top1, "loss": (100.0 - top1) / 100.0, "top1_std": 0.0, "loss_std": 0.0}
 
     def cached(self, arch: ArchConfig) -> None:
         """Nothing is cached (a call costs microseconds)."""
@@ -46,8 +69,23 @@ class AnalyticProxy:
         """Incremental evaluation does not apply."""
 
 
+def bootstrap_std(values: torch.Tensor, resamples: int = BOOTSTRAP, seed: int = 0) -> float:
+    """Standard deviation of the mean of ``values`` over ``resamples`` bootstrap resamples (seeded)."""
+    n = len(values)
+    idx = torch.randint(0, n, (resamples, n), generator=torch.Generator().manual_seed(seed))
+    return float(values.double()[idx].mean(1).std())
+
+
+def score_logits(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """Top-1 (%), mean cross-entropy and their bootstrap standard deviations."""
+    correct = (logits.argmax(1) == labels).double() * 100.0
+    losses = F.cross_entropy(logits.float(), labels, reduction="none")
+    return {"top1": float(correct.mean()), "loss": float(losses.double().mean()),
+            "top1_std": bootstrap_std(correct), "loss_std": bootstrap_std(losses)}
+
+
 class SupernetProxy:
-    """Supernet-member accuracy with BN recalibration, caching and incremental evaluation."""
+    """Supernet-member score with BN recalibration, caching and incremental evaluation."""
 
     name = "supernet"
 
@@ -63,8 +101,9 @@ class SupernetProxy:
         self._load_cache()
 
     @classmethod
-    def from_data(cls, supernet: Supernet, data, calib_images: int, val_images: Optional[int],
+    def from_data(cls, supernet: Supernet, data, calib_images: Optional[int] = None, val_images: Optional[int] = None,
                   cache_path=None, cache_key: str = "") -> "SupernetProxy":
+        """Calibration and validation tensors from a :class:`supernet.data.Data` (None: the whole split)."""
         calib = torch.cat([x for x, _ in data.eval_loader("calib", 256, limit=calib_images)])
         val = list(data.eval_loader("val", 256, limit=val_images))
         return cls(supernet, calib, torch.cat([x for x, _ in val]), torch.cat([y for _, y in val]), cache_path, cache_key)
@@ -73,13 +112,13 @@ class SupernetProxy:
     def _load_cache(self) -> None:
         if self.cache_path is None or not self.cache_path.is_file():
             return
-        for line in self.cache_path.read_text().splitlines():
+        for line in self.cache_path.read_text(encoding="utf-8", errors="replace").splitlines():
             try:
                 row = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a torn line from a killed writer
-            if row.get("key") == self.cache_key:
-                self.cache[row["arch_hash"]] = {"top1": row["top1"], "loss": row["loss"]}
+                if row.get("key") == self.cache_key:
+                    self.cache[str(row["arch_hash"])] = {k: float(row[k]) for k in SCORE_KEYS}
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+                continue  # a torn line from a killed writer, or an older format
 
     def _store(self, h: str, res: dict[str, float]) -> None:
         self.cache[h] = res
@@ -89,45 +128,23 @@ class SupernetProxy:
                 fh.write(line)
 
     def cached(self, arch: ArchConfig) -> Optional[dict[str, float]]:
-        return self.cache.get(arch_hash(arch))
+        return self.cache.get(arch_hash(self.net.member(arch)))
 
     # ------------------------------------------------------------------ evaluation
-    def _bns(self, start: int) -> list[nn.BatchNorm2d]:
-        mods: list[nn.Module] = [self.net.norm] + list(self.net.stages[start:])
-        if start == 0:
-            mods.append(self.net.stem)
-        return [m for mod in mods for m in mod.modules() if isinstance(m, nn.BatchNorm2d)]
-
     @torch.no_grad()
     def _run(self, arch: ArchConfig, start: int, calib_in: torch.Tensor, val_in: torch.Tensor,
              keep: bool) -> tuple[dict[str, float], list[torch.Tensor], list[torch.Tensor]]:
-        """Recalibrate the BNs from ``start`` on with the calibration inputs, then evaluate; optionally
-        keep the per-stage inputs of both passes (for a reference member)."""
+        """Recalibrate the BNs from stage ``start`` on with the calibration inputs (one batch), then score
+        the validation inputs; optionally keep the per-stage inputs of both passes (for a reference)."""
         net = self.net
         net.set_active(arch)
-        bns = self._bns(start)
-        for bn in bns:
-            bn.momentum, bn.training = None, True
-            bn.num_batches_tracked.zero_()
-        calib_ins, val_ins = [], []
-        x = net.stem(calib_in) if start == 0 else calib_in
-        for i in range(start, 4):
-            if keep:
-                calib_ins.append(x)
-            x = net.stages[i](x)
-        net.norm(x)
-        for bn in bns:
-            bn.momentum, bn.training = 0.1, False
-        x = net.stem(val_in) if start == 0 else val_in
-        for i in range(start, 4):
-            if keep:
-                val_ins.append(x)
-            x = net.stages[i](x)
-        logits = classify(x, net.norm, net.head, net.head_dist, False)
+        calib_ins: list[torch.Tensor] = []
+        val_ins: list[torch.Tensor] = []
+        recalibrate_bn(net.bn_scope(start), [calib_in], 1,
+                       run=lambda x: net.norm(net.forward_stages(x, start, calib_ins if keep else None)))
+        logits = net.classify(net.forward_stages(val_in, start, val_ins if keep else None))
         self.evaluations += 1
-        res = {"top1": 100.0 * float((logits.argmax(1) == self.val_y).float().mean()),
-               "loss": float(F.cross_entropy(logits, self.val_y))}
-        return res, calib_ins, val_ins
+        return score_logits(logits, self.val_y), calib_ins, val_ins
 
     def reference(self, arch: ArchConfig) -> dict[str, float]:
         """Evaluate ``arch`` fully and keep its stage inputs for incremental evaluation of its neighbours."""
@@ -140,7 +157,7 @@ class SupernetProxy:
         return self.cache[h]
 
     def __call__(self, arch: ArchConfig) -> dict[str, float]:
-        """Top-1 (%) and loss of ``arch`` (cached; incremental when a reference shares its first stages)."""
+        """Score of ``arch`` (cached; incremental when the reference shares its first stages)."""
         arch = self.net.member(arch)
         h = arch_hash(arch)
         if h in self.cache:
@@ -148,12 +165,10 @@ class SupernetProxy:
         start, calib_in, val_in = 0, self.calib, self.val_x
         if self._ref is not None:
             ref, c, v = self._ref
-            start = next((i for i in range(4) if arch.stages[i] != ref.stages[i]), 4)
-            if start == 4:
-                start = 3
+            n = len(arch.stages)
+            start = next((i for i in range(n) if arch.stages[i] != ref.stages[i]), n - 1)
             if start > 0:
                 calib_in, val_in = c[start], v[start]
         res, _, _ = self._run(arch, start, calib_in, val_in, keep=False)
         self._store(h, res)
         return res
-

@@ -20,6 +20,11 @@ def _costs(arch: ArchConfig, lut: LatencyLUT) -> dict[str, Any]:
             "params": count_params(arch), "macs": count_macs(arch), "lut_ms": lut.predict(arch)}
 
 
+def _score(attrs: dict[str, Any]) -> dict[str, Any]:
+    """The proxy score of a trial or preset record: top-1, val loss and their bootstrap noise."""
+    return {k: attrs.get(k) for k in ("top1", "top1_std", "loss", "loss_std")}
+
+
 def released_vs_derived(runs: dict[str, dict[str, Any]], lut_path: str | Path, protocol: Protocol,
                         progress: bool = True) -> list[dict[str, Any]]:
     """One row per budget (a preset name keyed to its slimming run record): the released preset and
@@ -32,8 +37,8 @@ def released_vs_derived(runs: dict[str, dict[str, Any]], lut_path: str | Path, p
         released = lut.in_context(ArchConfig.preset(b))
         nets[f"released-{b}"], nets[f"derived-{b}"] = released, derived
         row = {"budget": b, "budget_latency_ms": run["budget"]["latency_ms"], "budget_params": run["budget"]["params"],
-               "released": {**_costs(released, lut), "top1": run["presets"][b]["top1"]},
-               "derived": {**_costs(derived, lut), "top1": best.user_attrs["top1"], "trial": best.number,
+               "released": {**_costs(released, lut), **_score(run["presets"][b])},
+               "derived": {**_costs(derived, lut), **_score(best.user_attrs), "trial": best.number,
                            "steps": len(run["path"]) - 1}}
         d, rel = row["derived"], row["released"]
         row["meets_budget"] = d["lut_ms"] <= row["budget_latency_ms"] + 1e-9 and d["params"] <= row["budget_params"]
@@ -51,7 +56,7 @@ def released_vs_derived(runs: dict[str, dict[str, Any]], lut_path: str | Path, p
 def format_rows(rows: list[dict[str, Any]]) -> str:
     """A markdown table, released above derived for each budget."""
     lines = ["| budget | model | widths | depths (attn) | expansions | params (M) | GMACs | LUT (ms) | measured (ms) | "
-             "proxy top-1 (%) |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "proxy top-1 (%) | proxy val loss |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         for kind in ("released", "derived"):
             d = r[kind]
@@ -59,5 +64,13 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
             label = f"derived ({d['steps']} steps)" if kind == "derived" else kind
             lines.append(f"| {r['budget'].upper()} | {label} | {'-'.join(map(str, d['widths']))} | {depths} | "
                          f"{' '.join(d['expansions'])} | {d['params'] / 1e6:.3f} | {d['macs'] / 1e9:.3f} | "
-                         f"{d['lut_ms']:.2f} | {d['measured_ms']:.2f} | {d['top1']:.2f} |")
+                         f"{d['lut_ms']:.2f} | {d['measured_ms']:.2f} | {_pm(d.get('top1'), d.get('top1_std'), 2)} | "
+                         f"{_pm(d.get('loss'), d.get('loss_std'), 4)} |")
     return "\n".join(lines)
+
+
+def _pm(value: Any, std: Any, digits: int) -> str:
+    """``value ± std`` (the bootstrap noise of a proxy score); '-' where a record has no value."""
+    if value is None:
+        return "-"
+    return f"{value:.{digits}f} ± {std:.{digits}f}" if std is not None else f"{value:.{digits}f}"

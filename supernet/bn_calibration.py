@@ -7,15 +7,20 @@ stays in eval mode (no drop path), and the result is the exact mean of the per-b
 """
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Callable, Iterable, Optional
 
 import torch
 from torch import nn
 
 
 @torch.no_grad()
-def recalibrate_bn(model: nn.Module, batches: Iterable[torch.Tensor], n_batches: int) -> int:
-    """Re-estimate BN statistics of ``model`` from up to ``n_batches`` input batches; returns batches used."""
+def recalibrate_bn(model: nn.Module, batches: Iterable[torch.Tensor], n_batches: int,
+                   run: Optional[Callable[[torch.Tensor], object]] = None) -> int:
+    """Re-estimate BN statistics of ``model`` from up to ``n_batches`` input batches; returns batches used.
+
+    ``run`` (default: ``model``) is what each batch is passed through; only the BNs inside ``model``
+    are recalibrated (e.g. ``model`` = the later stages of a network, ``run`` = the forward from there).
+    """
     bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
     was_training = model.training
     momenta = [bn.momentum for bn in bns]
@@ -29,7 +34,7 @@ def recalibrate_bn(model: nn.Module, batches: Iterable[torch.Tensor], n_batches:
         for x in batches:
             if used >= n_batches:
                 break
-            model(x[0] if isinstance(x, (tuple, list)) else x)
+            (run or model)(x[0] if isinstance(x, (tuple, list)) else x)
             used += 1
     finally:
         for bn, momentum in zip(bns, momenta):

@@ -145,8 +145,28 @@ class Supernet(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        x = self.stages(self.stem(x))
-        return classify(x, self.norm, self.head, self.head_dist, self.training)
+        return self.classify(self.forward_stages(x))
+
+    def forward_stages(self, x: torch.Tensor, start: int = 0, keep: Optional[list[torch.Tensor]] = None) -> torch.Tensor:
+        """The stem (if ``start == 0``) and stages ``start..`` of the active member; ``keep`` collects
+        each stage's input (for evaluating members that differ only from a later stage on)."""
+        if start == 0:
+            x = self.stem(x)
+        for stage in self.stages[start:]:
+            if keep is not None:
+                keep.append(x)
+            x = stage(x)
+        return x
+
+    def classify(self, features: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Norm, pooling and head(s) of the last stage's features."""
+        return classify(features, self.norm, self.head, self.head_dist, self.training)
+
+    def bn_scope(self, start: int = 0) -> nn.Module:
+        """The modules :meth:`forward_stages` from ``start`` (and the head norm) run: what a member
+        that differs from ``start`` on must recalibrate."""
+        parts = ([self.stem] if start == 0 else []) + list(self.stages[start:]) + [self.norm]
+        return nn.ModuleList(parts)
 
     # ------------------------------------------------------------------ twins
     @torch.no_grad()

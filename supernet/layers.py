@@ -4,8 +4,8 @@ A static op has fixed channel counts. Its elastic twin (Once-for-All style) hold
 largest size and runs a prefix slice of them: the input width is read from the input tensor, the
 output width from ``active_out`` (set by the supernet's ``set_active``; ``None`` keeps the full
 width, or the input width for depthwise convs). Elastic twins subclass their static op, so their
-parameter names are identical and :func:`supernet.mapping.slice_to` can copy any prefix slice into
-the static op.
+parameter names are identical and :func:`supernet.mapping.prefix` gives the slice of any
+supernet tensor that the static op loads.
 
 ``OPS`` / ``ELASTIC_OPS`` are the two op sets the block classes are built from.
 """
@@ -93,18 +93,29 @@ class _DepthwiseConv3x3(torch.autograd.Function):
     sizes), which made those up to half of a supernet training step. Here the bias gradient is a
     plain sum, the weight gradient of tiny maps comes from :func:`_tiny_weight_grad`, and oneDNN
     computes the rest.
+
+    Autocast-safe: under autocast the forward casts input, weight and bias to the autocast dtype
+    itself (as ``F.conv2d`` would) and saves the cast tensors, so the backward sees one dtype; the
+    gradients are returned in the dtypes of the original inputs, the tiny-map weight gradient is
+    reduced in fp32.
     """
 
     @staticmethod
     def forward(ctx, x, weight, bias, stride: int):
+        ctx.dtypes = (x.dtype, weight.dtype, bias.dtype)
+        if torch.is_autocast_enabled(x.device.type):
+            dtype = torch.get_autocast_dtype(x.device.type)
+            x, weight, bias = x.to(dtype), weight.to(dtype), bias.to(dtype)
         ctx.save_for_backward(x, weight)
         ctx.stride = stride
-        return F.conv2d(x, weight, bias, stride, 1, 1, x.shape[1])
+        with torch.autocast(x.device.type, enabled=False):
+            return F.conv2d(x, weight, bias, stride, 1, 1, x.shape[1])
 
     @staticmethod
     def backward(ctx, grad):
         x, weight = ctx.saved_tensors
         s = ctx.stride
+        grad = grad.to(x.dtype)
         need_x, need_w, need_b, _ = ctx.needs_input_grad
         tiny = grad.shape[2] * grad.shape[3] <= TINY_MAP
         gx = gw = gb = None
@@ -114,10 +125,12 @@ class _DepthwiseConv3x3(torch.autograd.Function):
                 [need_x, need_w and not tiny, False],
             )
         if need_w and tiny:
-            gw = _tiny_weight_grad(x, grad, s)
+            gw = _tiny_weight_grad(x.float(), grad.float(), s)
         if need_b:
-            gb = grad.sum((0, 2, 3))
-        return gx, gw, gb, None
+            gb = grad.float().sum((0, 2, 3))
+        dx, dw, db = ctx.dtypes
+        return (gx.to(dx) if gx is not None and need_x else None, gw.to(dw) if gw is not None else None,
+                gb.to(db) if gb is not None else None, None)
 
 
 def depthwise_conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stride: int) -> torch.Tensor:

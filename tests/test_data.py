@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from supernet.data import DataConfig, EpochBatchSampler, build_data
+from supernet.data import EpochBatchSampler, build_data
 from supernet.data.sources import DataError
 from supernet.data.transforms import EvalTransform, TrainTransform, random_resized_crop, resize_center_crop
 
@@ -80,31 +80,41 @@ def test_imagefolder(tmp_path):
     from PIL import Image
 
     rng = np.random.default_rng(0)
-    for split, n in (("train", 12), ("val", 3)):
+    for split, n in (("train", 50), ("val", 3)):
         for cls in ("cat", "dog"):
             d = tmp_path / "imgs" / split / cls
             d.mkdir(parents=True)
             for i in range(n):
                 Image.fromarray(rng.integers(0, 255, (48, 40, 3), dtype=np.uint8)).save(d / f"{i}.png")
-    data = build_data({"name": "imagefolder", "root": str(tmp_path / "imgs"), "image_size": 32, "calib_size": 4})
+    data = build_data({"name": "imagefolder", "root": str(tmp_path / "imgs"), "image_size": 32, "calib_size": 10})
     assert data.num_classes == 2 and len(data.splits["val"]) == 6
+    assert {k: len(v) for k, v in data.splits.items()} == {"train": 90, "calib": 10, "val": 6}
     x, y = next(iter(data.eval_loader("val", 4)))
     assert x.shape == (4, 3, 32, 32)
     (tmp_path / "imgs" / "train" / "cat" / "0.png").write_bytes(b"not an image")
-    bad = build_data({"name": "imagefolder", "root": str(tmp_path / "imgs"), "image_size": 32, "calib_size": 0})
+    bad = build_data({"name": "imagefolder", "root": str(tmp_path / "imgs"), "image_size": 32, "calib_size": 10})
     with pytest.raises(DataError, match="cannot be decoded"):
-        for _ in bad.train_loader(24, 0):
-            pass
+        for split in ("train", "calib"):  # the damaged file is in one of them
+            for _ in bad.eval_loader(split, 100):
+                pass
+    for f in list((tmp_path / "imgs" / "train" / "dog").iterdir())[5:]:  # too few images to hold out a calibration split
+        f.unlink()
+    with pytest.raises(DataError, match="at least 10 calibration images"):
+        build_data({"name": "imagefolder", "root": str(tmp_path / "imgs"), "image_size": 32, "calib_size": 10})
 
 
 @pytest.mark.parametrize(
     "cfg, message",
     [
-        ({"name": "mnist"}, "data.name: 'mnist' is not one of digits, cifar10, imagefolder"),
+        ({"name": "mnist"}, "data.name: 'mnist' is not one of fashion, digits, cifar10, imagefolder"),
         ({"name": "cifar10"}, "data.root: required for the cifar10 dataset"),
         ({"name": "cifar10", "root": "/nonexistent/x"}, "data.root: /nonexistent/x is not a directory"),
         ({"name": "imagefolder", "root": "/nonexistent/x"}, "data.root: /nonexistent/x/train is missing"),
-        ({"name": "digits", "image_size": 40}, "data.image_size: 40 is not a multiple of 32"),
+        ({"name": "digits", "image_size": 40}, "data.image_size: 40 is not a positive multiple of 32"),
+        ({"name": "digits", "image_size": 0}, "data.image_size: 0 is not a positive multiple of 32"),
+        ({"name": "digits", "calib_size": 1}, "data.calib_size: 1 must be an integer >= 10"),
+        ({"name": "digits", "root": "/tmp"}, "data.root: the digits dataset is bundled"),
+        ({"name": "fashion", "root": "/nonexistent/f"}, "data.root: /nonexistent/f is not a directory"),
         ({"name": "digits", "colour": 1}, "data: unknown key(s) colour"),
     ],
 )
@@ -112,4 +122,3 @@ def test_data_errors(cfg, message):
     with pytest.raises(DataError) as err:
         build_data(cfg)
     assert message in str(err.value)
-    assert isinstance(DataConfig, type)

@@ -1,7 +1,8 @@
 """Datasets for supernet training and evaluation, without torchvision.
 
-``build_data(cfg)`` gives train / val / calib splits of ``digits`` (scikit-learn's bundled digits,
-the embedded default), ``cifar10`` (python-batch directory) or ``imagefolder`` (ImageNet layout).
+``build_data(cfg)`` gives train / val / calib splits of ``fashion`` (Fashion-MNIST: the embedded
+subset by default, the full IDX files with ``root``), ``digits`` (scikit-learn's bundled digits, for
+fast tests), ``cifar10`` (python-batch directory) or ``imagefolder`` (ImageNet layout).
 Batches are deterministic: the epoch's order comes from (seed, epoch), each sample's augmentation
 from (seed, epoch, index), so a run resumed at any step sees exactly the batches it would have seen,
 for any number of loader workers, and every rank of a distributed run gets its own shard.
@@ -14,17 +15,20 @@ from typing import Any, Iterator, Mapping, Optional
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from supernet.data.fashion import fashion_splits
 from supernet.data.sources import DataError, cifar10_splits, digits_splits, imagefolder_splits
 from supernet.data.transforms import EvalTransform, TrainTransform
 
-DATASETS = ("digits", "cifar10", "imagefolder")
+DATASETS = ("fashion", "digits", "cifar10", "imagefolder")
+ROOT_OPTIONAL = ("fashion", "digits")  # embedded: no data.root needed
+MIN_CALIB = 10  # BN recalibration needs a batch with more than one image per statistic
 
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
     """The ``data`` config group (conf/data/*.yaml)."""
 
-    name: str = "digits"
+    name: str = "fashion"
     root: Optional[str] = None
     image_size: int = 32
     mean: tuple[float, ...] = (0.5, 0.5, 0.5)
@@ -47,10 +51,14 @@ class DataConfig:
         cfg = cls(**kw)
         if cfg.name not in DATASETS:
             raise DataError(f"data.name: {cfg.name!r} is not one of {', '.join(DATASETS)}")
-        if cfg.name != "digits" and not cfg.root:
+        if cfg.name not in ROOT_OPTIONAL and not cfg.root:
             raise DataError(f"data.root: required for the {cfg.name} dataset")
-        if cfg.image_size % 32:
-            raise DataError(f"data.image_size: {cfg.image_size} is not a multiple of 32")
+        if cfg.name == "digits" and cfg.root:
+            raise DataError("data.root: the digits dataset is bundled with scikit-learn; leave root unset")
+        if not isinstance(cfg.image_size, int) or isinstance(cfg.image_size, bool) or cfg.image_size < 32 or cfg.image_size % 32:
+            raise DataError(f"data.image_size: {cfg.image_size!r} is not a positive multiple of 32")
+        if not isinstance(cfg.calib_size, int) or isinstance(cfg.calib_size, bool) or cfg.calib_size < MIN_CALIB:
+            raise DataError(f"data.calib_size: {cfg.calib_size!r} must be an integer >= {MIN_CALIB} (BN recalibration)")
         return cfg
 
 
@@ -109,7 +117,10 @@ class Data:
 
     def __init__(self, cfg: DataConfig) -> None:
         self.cfg = cfg
-        if cfg.name == "digits":
+        if cfg.name == "fashion":
+            splits = fashion_splits(cfg.root, cfg.calib_size, cfg.seed)
+            self.num_classes = 10
+        elif cfg.name == "digits":
             splits = digits_splits(cfg.seed, calib=cfg.calib_size)
             self.num_classes = 10
         elif cfg.name == "cifar10":

@@ -140,5 +140,8 @@ def imagefolder_splits(root: str | os.PathLike, calib: int = 2000, seed: int = 0
     if len(train) == 0 or len(val) == 0:
         raise DataError(f"{root}: no images with extensions {', '.join(IMAGE_EXTENSIONS)} in train/ or val/")
     calib = min(calib, len(train) // 10)
+    if calib < 10:
+        raise DataError(f"{train_dir}: {len(train)} training images; BN recalibration needs at least 10 calibration "
+                        "images, held out from at least 100 training images")
     perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed)).tolist()
     return {"train": train.subset(sorted(perm[calib:])), "calib": train.subset(sorted(perm[:calib])), "val": val}

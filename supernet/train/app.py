@@ -46,6 +46,7 @@ from supernet.train.checkpoint import (
 )
 from supernet.train.distributed import barrier, init_distributed, shutdown
 from supernet.train.logs import JsonlLog
+from supernet.train.precision import resolve_precision
 from supernet.train.sandwich import sandwich_members, sandwich_step
 from supernet.train.schedule import warmup_cosine
 
@@ -96,11 +97,12 @@ def run_training(cfg: DictConfig) -> Path:
     if t.get("threads"):
         torch.set_num_threads(int(t.threads))
     run_dir = Path(cfg.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     flat = flatten(OmegaConf.to_container(cfg, resolve=True))
     flat.pop("run_dir", None)
+    precision = resolve_precision(str(t.get("precision", "fp32")), info.device)
     data = build_data(OmegaConf.to_container(cfg.data, resolve=True))
     space = SearchSpace.from_dict(OmegaConf.to_container(cfg.space, resolve=True))
+    run_dir.mkdir(parents=True, exist_ok=True)
     context = {"image_size": data.cfg.image_size, "num_classes": data.num_classes, "distillation": bool(t.distillation)}
     state = load_checkpoint(run_dir, flat)
     final_path = run_dir / "supernet.pt"
@@ -129,12 +131,15 @@ def run_training(cfg: DictConfig) -> Path:
     total = int(t.epochs) * steps_per_epoch
     lr_at = lambda s: warmup_cosine(s, total, int(t.warmup_steps), 1.0, float(t.min_lr) / float(t.lr))  # noqa: E731
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
+    scaler = precision.grad_scaler()
     step = 0
     if state is not None:
         supernet.load_state_dict(state["supernet"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
+        if scaler is not None and "scaler" in state:
+            scaler.load_state_dict(state["scaler"])
         step = int(state["step"])
         if info.is_main:
             print(f"eformer-train: resuming {run_dir} from step {step} of {total}")
@@ -154,6 +159,7 @@ def run_training(cfg: DictConfig) -> Path:
                 "supernet": supernet.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "rng": rng_state(), "step": step, "complete": complete,
                 "fingerprint": fingerprint(flat), "config": flat, "world": info.world,
+                **({"scaler": scaler.state_dict()} if scaler is not None else {}),
             })
         barrier(info)
 
@@ -180,9 +186,16 @@ def run_training(cfg: DictConfig) -> Path:
             members = [fixed] if fixed is not None else sandwich_members(space, step, int(t.seed), int(t.num_random), **context)
             model.train()
             optimizer.zero_grad(set_to_none=True)
-            losses = sandwich_step(model, supernet, members, x, y, float(t.label_smoothing), float(t.kd_temperature))
+            losses = sandwich_step(model, supernet, members, x, y, float(t.label_smoothing), float(t.kd_temperature),
+                                   precision, scaler)
+            if scaler is not None:
+                scaler.unscale_(optimizer)
             grad_norm = torch.nn.utils.clip_grad_norm_(supernet.parameters(), float(t.grad_clip))
-            optimizer.step()
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
             scheduler.step()
             step += 1
             train_log.write({"step": step, "epoch": epoch, "lr": optimizer.param_groups[0]["lr"],

@@ -4,10 +4,16 @@ The largest member learns from the labels (label-smoothed cross-entropy); every 
 from the largest member's detached soft predictions (KL divergence). Gradients of all members
 accumulate and the caller takes one optimizer step. Members are drawn from a generator seeded by
 (seed, step), so every rank of a distributed run trains the same members.
+
+Under DistributedDataParallel the gradients are all-reduced once per step: every member but the
+last runs under ``no_sync`` (gradients accumulate locally), the last member's backward reduces the
+accumulated sum.
 """
 from __future__ import annotations
 
+import contextlib
 import random
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -15,6 +21,7 @@ from torch import nn
 
 from supernet.arch import ArchConfig
 from supernet.space import SearchSpace
+from supernet.train.precision import Precision
 
 
 def sandwich_members(space: SearchSpace, step: int, seed: int, num_random: int, **context) -> list[ArchConfig]:
@@ -37,24 +44,32 @@ def sandwich_step(
     y: torch.Tensor,
     label_smoothing: float = 0.1,
     temperature: float = 1.0,
+    precision: Optional[Precision] = None,
+    scaler: Optional["torch.amp.GradScaler"] = None,
 ) -> list[float]:
     """Forward/backward every member on (x, y); returns the per-member losses (caller steps the optimizer).
 
     ``model`` is what runs the forward (the supernet, or its DistributedDataParallel wrapper);
-    ``supernet`` is the bare Supernet whose active member is switched.
+    ``supernet`` is the bare Supernet whose active member is switched. ``precision`` autocasts the
+    forwards; ``scaler`` (fp16) scales the losses before backward.
     """
     losses, teacher = [], None
+    no_sync = getattr(model, "no_sync", None)
+    autocast = precision.autocast if precision is not None else contextlib.nullcontext
     for k, arch in enumerate(members):
         supernet.set_active(arch)
-        heads = _logits(model(x))
-        if k == 0:
-            loss = sum(F.cross_entropy(h, y, label_smoothing=label_smoothing) for h in heads) / len(heads)
-            with torch.no_grad():
-                teacher = F.softmax(sum(heads) / len(heads) / temperature, dim=1)
-        else:
-            loss = sum(
-                F.kl_div(F.log_softmax(h / temperature, dim=1), teacher, reduction="batchmean") for h in heads
-            ) / len(heads) * temperature**2
-        loss.backward()
+        sync = no_sync() if no_sync is not None and k < len(members) - 1 else contextlib.nullcontext()
+        with sync:
+            with autocast():
+                heads = [h.float() for h in _logits(model(x))]
+            if k == 0:
+                loss = sum(F.cross_entropy(h, y, label_smoothing=label_smoothing) for h in heads) / len(heads)
+                with torch.no_grad():
+                    teacher = F.softmax(sum(heads) / len(heads) / temperature, dim=1)
+            else:
+                loss = sum(
+                    F.kl_div(F.log_softmax(h / temperature, dim=1), teacher, reduction="batchmean") for h in heads
+                ) / len(heads) * temperature**2
+            (scaler.scale(loss) if scaler is not None else loss).backward()
         losses.append(float(loss.detach()))
     return losses

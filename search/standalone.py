@@ -1,0 +1,68 @@
+"""Standalone training of one architecture with the supernet's own recipe.
+
+The ground truth a weight-sharing proxy is judged against: the member trained from scratch alone,
+with the data, schedule, step budget and settings recorded in the supernet file, through
+``eformer-train``'s fine-tuning mode (the same loop: resumable, one run directory per model).
+Only ``train.seed`` (and the thread count) may differ.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+from omegaconf import DictConfig, OmegaConf
+
+from supernet.arch import ArchConfig
+from supernet.errors import UserError
+from supernet.io_utils import atomic_write_text
+
+# settings of the supernet's run that do not carry over to a standalone run
+_NOT_RECIPE = ("finetune.", "train.init_from", "train.eval_presets", "train.progress", "train.threads")
+
+
+def recipe_config(train_config: Mapping[str, Any]) -> dict[str, Any]:
+    """The nested eformer-train config of a supernet's recorded (flattened) training settings."""
+    if not train_config or not any(k.startswith("train.") for k in train_config):
+        raise UserError("supernet file: records no training settings (train it with eformer-train)")
+    nested: dict[str, Any] = {}
+    for key, value in train_config.items():
+        if key.startswith(_NOT_RECIPE) or key.startswith("hydra"):
+            continue
+        node = nested
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return nested
+
+
+def standalone_config(train_config: Mapping[str, Any], arch: ArchConfig, run_dir: str | Path, seed: int = 0,
+                      threads: Optional[int] = None, progress: bool = False) -> DictConfig:
+    """The eformer-train config that trains ``arch`` alone from scratch with the supernet's recipe."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    arch_file = run_dir / "arch.yaml"
+    if not arch_file.is_file():
+        atomic_write_text(arch_file, arch.to_yaml())
+    cfg = recipe_config(train_config)
+    cfg["train"].update({"seed": int(seed), "eval_presets": [], "progress": bool(progress), "threads": threads,
+                         "init_from": None})
+    cfg["finetune"] = {"arch": str(arch_file), "weights": None}
+    cfg["run_dir"] = str(run_dir)
+    return OmegaConf.create(cfg)
+
+
+def train_standalone(train_config: Mapping[str, Any], arch: ArchConfig, run_dir: str | Path, seed: int = 0,
+                     threads: Optional[int] = None) -> dict[str, Any]:
+    """Train (or resume, or reuse) ``arch`` alone; returns its final top-1, loss and step count."""
+    from supernet.train.app import run_training
+
+    cfg = standalone_config(train_config, arch, run_dir, seed, threads)
+    run_training(cfg)
+    final = json.loads((Path(run_dir) / "final.json").read_text())
+    last = [m for m in final["final_metrics"] if m["member"] == "arch"]
+    if not last:
+        raise RuntimeError(f"{run_dir}: no final evaluation recorded")
+    return {"top1": float(last[-1]["top1"]), "loss": float(last[-1]["loss"]), "steps": int(final["steps"]),
+            "seed": int(seed), "run_dir": str(run_dir)}
