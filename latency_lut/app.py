@@ -30,6 +30,15 @@ def _protocol(cfg: DictConfig) -> Protocol:
     return Protocol(**OmegaConf.to_container(cfg, resolve=True))
 
 
+def warn_if_foreign(lut: LatencyLUT, path: str | Path, prog: str) -> None:
+    """Print one warning line on stderr when ``lut`` was measured on another machine or runtime."""
+    import sys
+
+    msg = lut.foreign_machine_warning(path)
+    if msg:
+        print(f"{prog}: {msg}", file=sys.stderr)
+
+
 def run_lut(cfg: DictConfig) -> dict:
     """Run ``cfg.command`` and return a small summary."""
     space = SearchSpace.from_dict(OmegaConf.to_container(cfg.space, resolve=True))
@@ -42,6 +51,7 @@ def run_lut(cfg: DictConfig) -> dict:
         if not cfg.get("arch_file"):
             raise UserError("arch_file: give an ArchConfig YAML or a preset name to predict")
         lut = LatencyLUT.load(out, space)
+        warn_if_foreign(lut, out, "eformer-lut")
         arch = lut.in_context(ArchConfig.resolve(cfg.arch_file))
         ms = lut.predict(arch)
         print(f"{arch.name}: {ms:.3f} ms predicted by {out} ({arch.summary()})")

@@ -152,6 +152,19 @@ class LatencyLUT:
                 df[c] = df[c].astype(int)
         return cls(df, meta)
 
+    def foreign_machine_warning(self, path: str | os.PathLike) -> Optional[str]:
+        """One line when this LUT was measured on another machine or runtime than this one (else None)."""
+        from latency_lut.machine import identity_differences
+
+        m = self.meta
+        diff = identity_differences(m.get("machine", {}), m.get("device", {}).get("backend", "ort"))
+        if not diff:
+            return None
+        built = m.get("machine", {})
+        return (f"warning: {path} was measured on {built.get('cpu')} ({built.get('logical_cpus')} CPUs, onnxruntime "
+                f"{built.get('onnxruntime')}) and differs here in {'; '.join(diff)}: a LUT is per device, so its "
+                "latencies may not hold on this machine; rebuild it here with eformer-lut build")
+
     def describe(self) -> str:
         m = self.meta
         cal = m.get("calibration")

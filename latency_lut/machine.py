@@ -57,10 +57,29 @@ def runtime_versions() -> dict[str, str]:
 
 
 def machine_summary() -> dict[str, object]:
-    """CPU model, logical CPU count, OS and runtime versions."""
+    """CPU model, logical CPU count, reported last-level cache, OS and runtime versions."""
+    from latency_lut.timing import last_level_cache_bytes
+
     return {
         "cpu": cpu_model(),
         "logical_cpus": os.cpu_count(),
+        "llc_bytes": last_level_cache_bytes(),
         "os": f"{platform.system()} {platform.release()}",
         **runtime_versions(),
     }
+
+
+# what must match for a host-CPU LUT to hold on this machine
+IDENTITY_KEYS = ("cpu", "logical_cpus", "llc_bytes", "onnxruntime")
+
+
+def identity_differences(recorded: dict[str, object], backend: str) -> list[str]:
+    """How this machine differs from the one a LUT was ``recorded`` on ("cpu: A != B", ...).
+
+    A LUT timed through a shell command (a phone) depends on that device, not on this host: nothing
+    is compared. Keys the LUT did not record (older LUTs) are skipped."""
+    if backend == "command":
+        return []
+    here = machine_summary()
+    keys = IDENTITY_KEYS if backend == "ort" else ("cpu", "logical_cpus", "llc_bytes", "torch")
+    return [f"{k} {recorded[k]} (here {here.get(k)})" for k in keys if k in recorded and recorded[k] != here.get(k)]

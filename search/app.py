@@ -22,6 +22,7 @@ import optuna
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from latency_lut.app import warn_if_foreign
 from latency_lut.lut import LatencyLUT
 from search.budgets import Budget, budget_name, resolve_budget
 from search.metrics import CandidateEvaluator, resolve_mes, trial_attrs
@@ -162,6 +163,7 @@ def run_search(cfg: DictConfig) -> dict[str, Any]:
     supernet = Supernet.load(cfg.supernet)
     space, context = supernet.space, dict(supernet.context)
     lut = LatencyLUT.load(cfg.lut_file, space)
+    warn_if_foreign(lut, cfg.lut_file, "eformer-search")
     budget = resolve_budget(OmegaConf.to_container(cfg.search.budget, resolve=True)
                             if OmegaConf.is_config(cfg.search.budget) else cfg.search.budget, lut, space)
     missing = lut.missing(lut.in_context(space.largest()))
@@ -174,7 +176,8 @@ def run_search(cfg: DictConfig) -> dict[str, Any]:
     study_name = str(cfg.study_name)
     settings = _settings(cfg, budget, space.hash, digest, lut)
     print(f"eformer-search: {name} on {space.name} ({space.hash}), budget {budget.describe()}, "
-          f"study {study_name!r} in {url}")
+          f"study {study_name!r} in {url}; LUT {cfg.lut_file} measured on {lut.meta.get('machine', {}).get('cpu')} "
+          f"({lut.meta.get('created')})")
     path_out: list[dict[str, Any]] = []
     if name == "slimming":
         study = open_study(cfg, url, study_name, PARETO_DIRECTIONS, settings)

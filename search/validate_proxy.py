@@ -26,6 +26,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+from latency_lut.app import warn_if_foreign
 from latency_lut.lut import LatencyLUT
 from search.params import arch_hash
 from search.proxy import SupernetProxy
@@ -101,6 +102,7 @@ def run_validate_proxy(cfg: DictConfig) -> dict[str, Any]:
         torch.set_num_threads(int(cfg.threads))
     supernet = Supernet.load(cfg.supernet)
     lut = LatencyLUT.load(cfg.lut_file, supernet.space)
+    warn_if_foreign(lut, cfg.lut_file, "eformer-search validate-proxy")
     train_config = dict(supernet.train_config or {})
     data_cfg = {k[len("data."):]: v for k, v in train_config.items() if k.startswith("data.")}
     if not data_cfg:

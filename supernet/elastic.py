@@ -166,7 +166,9 @@ class Supernet(nn.Module):
         """The modules :meth:`forward_stages` from ``start`` (and the head norm) run: what a member
         that differs from ``start`` on must recalibrate."""
         parts = ([self.stem] if start == 0 else []) + list(self.stages[start:]) + [self.norm]
-        return nn.ModuleList(parts)
+        scope = nn.ModuleList(parts)
+        scope.training = self.training  # a new container defaults to training; keep the supernet's mode
+        return scope
 
     # ------------------------------------------------------------------ twins
     @torch.no_grad()

@@ -153,3 +153,32 @@ def test_cli_show_validate_and_refusal(tiny_lut, tmp_path):
     res = subprocess.run(["eformer-lut", "build", "space=tiny", f"out={tmp_path / 'x.parquet'}", "device.backend=tpu"],
                          capture_output=True, text=True)
     assert res.returncode == 2 and "device.backend: 'tpu' is not one of ort, torch, command" in res.stderr
+
+
+def test_foreign_machine_lut_warns_once(tiny_lut, tmp_path):
+    path, _, _ = tiny_lut
+    arch = TINY.largest(**CTX)
+    arch.to_yaml(tmp_path / "arch.yaml")
+    here = subprocess.run(["eformer-lut", "predict", "space=tiny", f"out={path}", f"arch_file={tmp_path / 'arch.yaml'}"],
+                          capture_output=True, text=True)
+    assert here.returncode == 0 and "warning" not in here.stderr, here.stderr  # built on this machine: no warning
+    lut = LatencyLUT.load(path)
+    lut.meta["machine"] = dict(lut.meta["machine"], cpu="Some Other CPU", onnxruntime="0.0.1")
+    foreign = lut.save(tmp_path / "foreign.parquet")
+    res = subprocess.run(["eformer-lut", "predict", "space=tiny", f"out={foreign}", f"arch_file={tmp_path / 'arch.yaml'}"],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    warnings = [line for line in res.stderr.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and "Some Other CPU" in warnings[0] and "onnxruntime 0.0.1 (here" in warnings[0]
+    assert "a LUT is per device" in warnings[0]
+    lut.meta["device"] = dict(lut.meta["device"], backend="command")  # a phone's LUT: this host does not matter
+    assert lut.foreign_machine_warning("x") is None
+
+
+def test_cache_flush_is_bounded_on_any_reported_cache():
+    from latency_lut.timing import default_flush_bytes
+
+    mib = 2**20
+    assert default_flush_bytes(480 * mib) == 96 * mib  # 2-core Intel VM reporting the whole socket's L3
+    assert default_flush_bytes(32 * mib) == 96 * mib  # AMD EPYC VM
+    assert default_flush_bytes(8 * mib) == 64 * mib and default_flush_bytes(0) == 64 * mib

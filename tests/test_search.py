@@ -224,7 +224,7 @@ def test_export_round_trip_and_fine_tune(assets, tmp_path):
     res = subprocess.run(["eformer-lut", "predict", "space=tiny", f"out={assets / 'tiny.parquet'}", f"arch_file={first['yaml']}"],
                          capture_output=True, text=True)
     assert res.returncode == 0 and f"{first['latency_ms']:.3f} ms predicted" in res.stdout, res.stderr
-    res = subprocess.run(["eformer-train", "space=tiny", f"finetune.arch={first['yaml']}", f"finetune.weights={first['weights']}",
+    res = subprocess.run(["eformer-train", "space=tiny", "data=digits", f"finetune.arch={first['yaml']}", f"finetune.weights={first['weights']}",
                           f"run_dir={tmp_path / 'ft'}", "train.epochs=1", "train.progress=false", "train.eval_presets=[]",
                           "train.threads=1"], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-800:]

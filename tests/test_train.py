@@ -6,10 +6,16 @@ import os
 import subprocess
 import sys
 
+from pathlib import Path
+
+import pytest
 import torch
 from helpers import kill_when
 
-ARGS = ["space=tiny", "train.epochs=2", "train.checkpoint_every=3", "train.progress=false", "train.eval_presets=[]"]
+from supernet.train.precision import cpu_has_native_bf16
+
+ARGS = ["space=tiny", "data=digits", "train.epochs=2", "train.batch_size=64", "train.checkpoint_every=3",
+        "train.progress=false", "train.eval_presets=[]"]
 
 
 def train(run_dir, *extra, wait=True):
@@ -62,6 +68,44 @@ def test_bad_data_dir_is_one_line(tmp_path):
     )
 
 
+@pytest.mark.slow
+def test_ddp_sandwich_step_all_reduces_once_with_exact_gradients():
+    """no_sync for all members but the last: the gradients equal hand-averaged local sandwich steps."""
+    script = Path(__file__).with_name("ddp_sandwich_parity.py")
+    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", str(script)],
+                         capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "max_abs_diff 0.000e+00" in res.stdout or float(res.stdout.split("max_abs_diff ")[1].split()[0]) <= 1e-6
+
+
+@pytest.mark.skipif(not cpu_has_native_bf16(), reason="needs a CPU with native bf16")
+def test_bf16_training_runs_and_learns(tmp_path):
+    res = train(tmp_path / "bf16", "train.precision=bf16", "train.epochs=1")
+    assert res.returncode == 0, res.stderr[-2000:]
+    losses = [r["loss_largest"] for r in log(tmp_path / "bf16")]
+    assert all(x == x for x in losses) and min(losses[-3:]) < losses[0]
+
+
+@pytest.mark.parametrize("value, message", [
+    ("fp16", "train.precision: fp16 is for CUDA GPUs"),
+    ("int8", "train.precision: 'int8' is not one of fp32, bf16, fp16"),
+])
+def test_unsupported_precision_is_one_line(tmp_path, value, message):
+    res = train(tmp_path / "p", f"train.precision={value}")
+    assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "p").exists()
+
+
+def test_bf16_refused_without_native_support():
+    from supernet.errors import UserError
+    from supernet.train.precision import resolve_precision
+
+    with pytest.raises(UserError, match="bf16 needs a CPU with native bfloat16"):
+        resolve_precision("bf16", torch.device("cpu"), native_bf16=False)
+    assert resolve_precision("bf16", torch.device("cpu"), native_bf16=True).dtype == torch.bfloat16
+
+
+@pytest.mark.slow
 def test_torchrun_two_processes(tmp_path):
     run_dir = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "supernet.train.app",
