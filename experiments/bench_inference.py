@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
 import torch
 
 from experiments.common import machine_header, write_result

@@ -88,7 +88,7 @@ def main() -> None:
         ref_lat = max(lat for v in pts.values() for _, lat, _ in v) * 1.01
         for strat, v in pts.items():
             feas = [a for a, _, f in v if f]
-            compare[strat] = {"evaluations": len(v), "hypervolume": hypervolume([(a, l) for a, l, _ in v], ref_top1, ref_lat),
+            compare[strat] = {"evaluations": len(v), "hypervolume": hypervolume([(a, lat) for a, lat, _ in v], ref_top1, ref_lat),
                               "feasible": len(feas), "best_feasible_top1": max(feas) if feas else None}
         compare["_reference"] = {"top1": ref_top1, "latency_ms": ref_lat, "l_lut_ms": largest}
     export_main(["arch", "--run", f"{work}/slimming-s0", "--best", "--out", f"{work}/slimming-s0/export"])

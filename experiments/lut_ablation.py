@@ -16,7 +16,7 @@ import numpy as np
 
 from experiments.common import machine_header, write_result
 from latency_lut.backends import OrtBackend
-from latency_lut.timing import Protocol, Stats, measure_samplers
+from latency_lut.timing import Protocol, measure_samplers
 from latency_lut.validate import accuracy_metrics, kendall_tau
 from supernet.model import build_model, build_piece
 from supernet.signatures import arch_signatures

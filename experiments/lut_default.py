@@ -7,7 +7,6 @@ threads, default protocol), predict() speed, and validation against end-to-end m
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import shutil
 import time
@@ -82,7 +81,8 @@ def main() -> None:
     ]
     lines += [f"| {n.upper()} | {p['lut_ms']:.2f} | {p['measured_ms']:.2f} | {p['error_pct']:+.1f}% |" for n, p in rep["presets"].items()]
     lines += ["", "Scatter: `lut_validation.png`; all points: `lut_validation.json`.", "", machine_header(), ""]
-    write_result("lut_default", "\n".join(lines), {"build": build, "predict_us": us, "validation": {k: v for k, v in rep.items() if k != "points"}})
+    validation = {k: v for k, v in rep.items() if k != "points"}
+    write_result("lut_default", "\n".join(lines), {"build": build, "predict_us": us, "validation": validation})
     print("\n".join(lines))
 
 

@@ -42,7 +42,7 @@ def main() -> None:
     stats = measure_interleaved(sessions, Protocol(warmup=10, repeats=args.repeats))
     header = (
         "| Model | Params (M) | Flops (G) | Top-1 (%) | Top-5 (%) | Config | "
-        f"latency (ms, onnxruntime CPU, this machine, batch 1) |\n"
+        "latency (ms, onnxruntime CPU, this machine, batch 1) |\n"
         "| :---: | :---: | :---: | :---: | :---: | :---: | :---: |\n"
     )
 

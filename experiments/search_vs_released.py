@@ -127,7 +127,8 @@ def main() -> None:
                 faster = m["measured_ms"] <= rel["measured_ms"]
                 verdicts.append({"budget": b, "kind": kind, "top1_gain": acc, "measured_ratio": m["measured_ms"] / rel["measured_ms"],
                                  "better": acc >= 0 and faster})
-    lines += ["", "| budget | search | top-1 gain over released (points) | measured latency / released | derived >= released at <= latency |",
+    lines += ["", "| budget | search | top-1 gain over released (points) | measured latency / released | "
+              "derived >= released at <= latency |",
               "|---|---|---|---|---|"]
     lines += [f"| {v['budget'].upper()} | {v['kind']} | {v['top1_gain']:+.2f} | {v['measured_ratio']:.3f} | {v['better']} |"
               for v in verdicts]
@@ -156,7 +157,8 @@ def main() -> None:
                               "best_feasible_loss": min(lo for _, lo in feas) if feas else None}
         lines += ["", f"## Strategies at equal evaluation counts (S0 budget, new proxy; hypervolume of the top-1/latency "
                       f"front, reference {ref_top1:.2f} %, {ref_lat:.1f} ms)", "",
-                  "| strategy | evaluations | hypervolume (%·ms) | feasible members | best feasible proxy top-1 (%) | best feasible proxy val loss |",
+                  "| strategy | evaluations | hypervolume (%·ms) | feasible members | best feasible proxy top-1 (%) | "
+                  "best feasible proxy val loss |",
                   "|---|---|---|---|---|---|"]
         for strat, c in compare.items():
             bt = f"{c['best_feasible_top1']:.2f}" if c["best_feasible_top1"] is not None else "-"

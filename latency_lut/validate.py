@@ -110,7 +110,8 @@ def validate_lut(
             for p in archs if not p.startswith("m")
         },
         "points": [{"name": k, "arch": archs[k].summary(), "block_sum_ms": sums[k], "measured_ms": stats[k].value(stat),
-                    "measured_median_ms": stats[k].median_ms, "iqr_ms": stats[k].iqr_ms, "split": "fit" if k in fit else "held_out"} for k in names],
+                    "measured_median_ms": stats[k].median_ms, "iqr_ms": stats[k].iqr_ms,
+                    "split": "fit" if k in fit else "held_out"} for k in names],
     }
     lut.set_calibration(a=float(a), b=float(b), fitted_on=len(fit),
                         held_out=report["held_out_calibrated"], date=lut.meta["created"])

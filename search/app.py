@@ -90,7 +90,7 @@ def _settings(cfg: DictConfig, budget: Budget, space_hash: str, supernet_digest:
             "proxy": [cfg.proxy.kind, cfg.proxy.calib_images, cfg.proxy.val_images]}
 
 
-def open_study(cfg: DictConfig, url: str, name: str, directions: list[str], settings: dict[str, Any]) -> optuna.Study:
+def open_study(url: str, name: str, directions: list[str], settings: dict[str, Any]) -> optuna.Study:
     study = optuna.create_study(study_name=name, storage=open_storage(url), directions=directions, load_if_exists=True)
     saved = study.user_attrs.get("settings")
     mine = json.loads(json.dumps(settings, default=str))
@@ -180,12 +180,12 @@ def run_search(cfg: DictConfig) -> dict[str, Any]:
           f"({lut.meta.get('created')})")
     path_out: list[dict[str, Any]] = []
     if name == "slimming":
-        study = open_study(cfg, url, study_name, PARETO_DIRECTIONS, settings)
+        study = open_study(url, study_name, PARETO_DIRECTIONS, settings)
         path = slim(space, evaluator, budget, context, slim_settings, record_slimming(study, space, budget), bool(cfg.progress))
         path_out = [{"step": c.step, "action": c.action, "summary": c.arch.summary(), **c.metrics.as_dict()} for c in path]
     else:
         strategy = get_strategy(name)
-        study = open_study(cfg, url, study_name, strategy.directions, settings)
+        study = open_study(url, study_name, strategy.directions, settings)
         seed = int(cfg.seed) + 1000 * int(cfg.worker) + len(study.get_trials(deepcopy=False))
         study.sampler = strategy.make_sampler(cfg.search, seed)
         st = cfg.storage

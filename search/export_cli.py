@@ -10,14 +10,13 @@ import argparse
 from pathlib import Path
 from typing import Optional, Sequence
 
-import torch
-
 from supernet.arch import ArchConfig
 from supernet.convert import SOURCES, convert_state_dict, load_converted, read_checkpoint
 from supernet.errors import UserError, report_user_errors
 from supernet.io_utils import atomic_torch_save, safe_torch_load
 from supernet.model import EfficientFormerV2, build_model
 from supernet.onnx_export import DEFAULT_OPSET, check_onnx_parity, export_onnx
+
 
 def weights_arch(weights: str) -> ArchConfig:
     """The architecture recorded in a weights file of ours (eformer-export arch, eformer-train fine-tuning)."""

@@ -11,9 +11,9 @@ from typing import Any, Mapping
 
 from latency_lut.lut import LatencyLUT
 from latency_lut.mes import mes
-from supernet.arch import ArchConfig
 from search.params import arch_hash
 from search.proxy import AccuracyProxy
+from supernet.arch import ArchConfig
 from supernet.errors import UserError
 from supernet.signatures import count_macs, count_params
 

@@ -106,7 +106,8 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
           "± = bootstrap standard deviation over the val images")
     for b, e in exports.items():
         files = [x.get("yaml") for x in e["exported"]]
-        print(f"{b:6s} configs: {', '.join(map(str, files[:3]))}{' ...' if len(files) > 3 else ''}; plots: {', '.join(e['plots'].values())}")
+        more = " ..." if len(files) > 3 else ""
+        print(f"{b:6s} configs: {', '.join(map(str, files[:3]))}{more}; plots: {', '.join(e['plots'].values())}")
     print(f"NSGA-II: {nsga['trials']} trials, Pareto front of {len(exports['nsga2']['exported'])} exported configs")
     print(f"eformer-pipeline: done in {time.time() - started:.0f} s (work dir {work})")
     return table

@@ -14,7 +14,7 @@ from supernet.arch import ArchConfig
 from supernet.signatures import count_macs, count_params
 
 
-def _costs(arch: ArchConfig, lut: LatencyLUT) -> dict[str, Any]:
+def deployed_row(arch: ArchConfig, lut: LatencyLUT) -> dict[str, Any]:
     return {"summary": arch.summary(), "widths": list(arch.widths), "depths": list(arch.depths),
             "attn": [s.num_attn for s in arch.stages], "expansions": ["".join(map(str, e)) for e in arch.expansions],
             "params": count_params(arch), "macs": count_macs(arch), "lut_ms": lut.predict(arch)}
@@ -37,8 +37,8 @@ def released_vs_derived(runs: dict[str, dict[str, Any]], lut_path: str | Path, p
         released = lut.in_context(ArchConfig.preset(b))
         nets[f"released-{b}"], nets[f"derived-{b}"] = released, derived
         row = {"budget": b, "budget_latency_ms": run["budget"]["latency_ms"], "budget_params": run["budget"]["params"],
-               "released": {**_costs(released, lut), **_score(run["presets"][b])},
-               "derived": {**_costs(derived, lut), **_score(best.user_attrs), "trial": best.number,
+               "released": {**deployed_row(released, lut), **_score(run["presets"][b])},
+               "derived": {**deployed_row(derived, lut), **_score(best.user_attrs), "trial": best.number,
                            "steps": len(run["path"]) - 1}}
         d, rel = row["derived"], row["released"]
         row["meets_budget"] = d["lut_ms"] <= row["budget_latency_ms"] + 1e-9 and d["params"] <= row["budget_params"]

@@ -190,7 +190,7 @@ def slim(space: SearchSpace, evaluator: CandidateEvaluator, budget: Budget, cont
                 raise RuntimeError(f"slimming: no action at {cur.summary()} improves MES or approaches {budget.describe()}")
             applied, targets, labels = cur, set(), []
             for c in ranked:
-                if len(labels) >= settings.moves_per_step or budget.met(*_costs(evaluator, applied)):
+                if len(labels) >= settings.moves_per_step or budget.met(*_budget_costs(evaluator, applied)):
                     break
                 assert c.move is not None
                 if c.move.target in targets:
@@ -227,6 +227,6 @@ def _budget_progress(budget: Budget, before: Metrics, after: Metrics) -> float:
     return gain
 
 
-def _costs(evaluator: CandidateEvaluator, arch: ArchConfig) -> tuple[float, int]:
+def _budget_costs(evaluator: CandidateEvaluator, arch: ArchConfig) -> tuple[float, int]:
     lat, params, _, _ = evaluator.costs(arch)
     return lat, params

@@ -9,7 +9,7 @@ import dataclasses
 import importlib.resources
 import os
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from supernet.errors import UserError
 from supernet.io_utils import atomic_write_text, read_yaml_mapping
@@ -89,12 +89,6 @@ class ArchConfig:
     def resolution(self, stage: int) -> int:
         """Spatial size of stage ``stage`` (0-based): ceil(image / 2**(stage + 2))."""
         return stage_resolution(self.image_size, stage)
-
-    def iter_blocks(self) -> Iterator[tuple[int, int, BlockConfig]]:
-        """Yield (stage index, block index, block) in network order."""
-        for i, stage in enumerate(self.stages):
-            for j, block in enumerate(stage.blocks):
-                yield i, j, block
 
     def summary(self) -> str:
         """Compact one-line description, e.g. ``w32-48-96-176 d2-2-6-4 a0-0-2-2``."""

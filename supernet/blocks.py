@@ -1,4 +1,4 @@
-"""EfficientFormerV2 building blocks (ARCHITECTURE.md section 1), built from a leaf-op set.
+"""EfficientFormerV2 building blocks (arXiv 2212.08059, Sec. 3 and Fig. 2), built from a leaf-op set.
 
 Module and parameter names follow timm 1.0's ``efficientformer_v2`` so that timm checkpoints load
 unchanged and the release's checkpoints load through a rename table (:mod:`supernet.convert`).

@@ -36,7 +36,6 @@ from supernet.model import EfficientFormerV2, init_weights, make_block, make_dow
 from supernet.signatures import block_signature, embedding_signatures
 from supernet.space import SearchSpace
 
-
 SUPERNET_FORMAT = "eformer-supernet/1"
 
 

@@ -52,7 +52,8 @@ def safe_torch_load(path: str | os.PathLike, error: type[Exception], what: str) 
     try:
         return torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:
-        reason = "it needs code to unpickle, which is never run" if "weights_only" in str(exc) or "Unsupported global" in str(exc) else type(exc).__name__
+        needs_code = "weights_only" in str(exc) or "Unsupported global" in str(exc)
+        reason = "it needs code to unpickle, which is never run" if needs_code else type(exc).__name__
         raise error(f"{p}: cannot be read as a {what} file ({reason})") from None
 
 

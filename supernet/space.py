@@ -257,13 +257,6 @@ class SearchSpace:
         if reasons:
             raise SpaceError(f"{arch.name} is not a member of space {self.name} ({self.hash}): " + "; ".join(reasons))
 
-    def approx_size(self) -> float:
-        """Number of members (FFN expansions chosen per block), as a float (it is astronomically large)."""
-        total = 1.0
-        for s in self.stages:
-            total *= len(s.widths) * sum(len(s.expansions) ** (f + a) for f, a in s.depth_pairs())
-        return total
-
 
 def _fmt(values: Sequence[int]) -> str:
     vals = list(values)

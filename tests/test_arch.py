@@ -5,8 +5,8 @@ import random
 
 import pytest
 
-from supernet.arch import ArchConfig, ArchConfigError
 from helpers import random_arch
+from supernet.arch import ArchConfig, ArchConfigError
 
 RELEASED = {
     "s0": ((32, 48, 96, 176), (2, 2, 6, 4), 2, 0.0, ([4, 4], [4, 4], [4, 3, 3, 3, 4, 4], [4, 3, 3, 4])),

@@ -31,7 +31,8 @@ def test_convert_then_onnx_round_trip(s0_fixture, tmp_path):
 def test_user_errors_are_one_line_and_write_nothing(s0_fixture, tmp_path):
     src = str(s0_fixture / "eformer_s0_random.pth")
     cases = [
-        (("convert", "--src", src, "--arch", "s1", "--source", "official", "--out", str(tmp_path / "x.pth")), "does not fit the architecture"),
+        (("convert", "--src", src, "--arch", "s1", "--source", "official", "--out", str(tmp_path / "x.pth")),
+         "does not fit the architecture"),
         (("convert", "--src", str(tmp_path / "none.pth"), "--arch", "s0", "--out", str(tmp_path / "x.pth")), "checkpoint file not found"),
         (("onnx", "--arch", "s7", "--out", str(tmp_path / "x.onnx")), "neither a preset"),
         (("onnx", "--arch", "s0", "--image-size", "100", "--out", str(tmp_path / "x.onnx")), "image size 100 is not a multiple of 32"),

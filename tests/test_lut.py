@@ -5,8 +5,8 @@ import subprocess
 import time
 
 import pytest
-from helpers import kill_when
 
+from helpers import kill_when
 from latency_lut.backends import CommandBackend, DeviceError, OrtBackend, make_backend
 from latency_lut.build import build_lut, space_signatures
 from latency_lut.lut import LatencyLUT, LUTError

@@ -7,8 +7,8 @@ import random
 import subprocess
 
 import torch
-from helpers import randomize_stats
 
+from helpers import randomize_stats
 from search.proxy import AccuracyProxy, AnalyticProxy, SupernetProxy, bootstrap_std
 from supernet.data import build_data
 from supernet.elastic import Supernet

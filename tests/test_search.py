@@ -10,12 +10,12 @@ import time
 
 import optuna
 import pytest
-from helpers import kill_when
 import torch
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 from conf import CONF_DIR, compose
+from helpers import kill_when
 from latency_lut.backends import OrtBackend
 from latency_lut.build import build_lut
 from latency_lut.lut import LatencyLUT
@@ -23,8 +23,8 @@ from latency_lut.timing import Protocol
 from search.app import run_search
 from search.params import arch_from_params, arch_hash, distributions, params_of
 from search.results import arch_of, completed, load_study, read_run
-from search.storage import open_storage, reap_stale
 from search.slimming import Action, apply_action, candidate_actions
+from search.storage import open_storage, reap_stale
 from supernet import ArchConfig
 from supernet.elastic import Supernet
 from supernet.model import build_model
@@ -224,7 +224,8 @@ def test_export_round_trip_and_fine_tune(assets, tmp_path):
     res = subprocess.run(["eformer-lut", "predict", "space=tiny", f"out={assets / 'tiny.parquet'}", f"arch_file={first['yaml']}"],
                          capture_output=True, text=True)
     assert res.returncode == 0 and f"{first['latency_ms']:.3f} ms predicted" in res.stdout, res.stderr
-    res = subprocess.run(["eformer-train", "space=tiny", "data=digits", f"finetune.arch={first['yaml']}", f"finetune.weights={first['weights']}",
+    res = subprocess.run(["eformer-train", "space=tiny", "data=digits", f"finetune.arch={first['yaml']}",
+                          f"finetune.weights={first['weights']}",
                           f"run_dir={tmp_path / 'ft'}", "train.epochs=1", "train.progress=false", "train.eval_presets=[]",
                           "train.threads=1"], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-800:]

@@ -5,13 +5,12 @@ import json
 import os
 import subprocess
 import sys
-
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import kill_when
 
+from helpers import kill_when
 from supernet.train.precision import cpu_has_native_bf16
 
 ARGS = ["space=tiny", "data=digits", "train.epochs=2", "train.batch_size=64", "train.checkpoint_every=3",

@@ -36,9 +36,9 @@ from supernet.layers import LayerScale
 from supernet.signatures import count_macs, count_params
 from supernet.space import SearchSpace
 from supernet.train.checkpoint import (
-    flatten,
     fingerprint,
-    load_checkpoint,
+    flatten,
+    load_training_checkpoint,
     rng_state,
     save_checkpoint,
     set_rng_state,
@@ -104,7 +104,7 @@ def run_training(cfg: DictConfig) -> Path:
     space = SearchSpace.from_dict(OmegaConf.to_container(cfg.space, resolve=True))
     run_dir.mkdir(parents=True, exist_ok=True)
     context = {"image_size": data.cfg.image_size, "num_classes": data.num_classes, "distillation": bool(t.distillation)}
-    state = load_checkpoint(run_dir, flat)
+    state = load_training_checkpoint(run_dir, flat)
     final_path = run_dir / "supernet.pt"
     if state is not None and state.get("complete") and final_path.is_file():
         if info.is_main:

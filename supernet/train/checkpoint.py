@@ -53,7 +53,7 @@ def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> Path:
     return atomic_torch_save(state, run_dir / CHECKPOINT)
 
 
-def load_checkpoint(run_dir: Path, flat_config: Mapping[str, Any]) -> Optional[dict[str, Any]]:
+def load_training_checkpoint(run_dir: Path, flat_config: Mapping[str, Any]) -> Optional[dict[str, Any]]:
     """The run's checkpoint, or None; refuses one made with a different configuration."""
     path = run_dir / CHECKPOINT
     if not path.is_file():
