@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.resources
 import os
+import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -256,17 +257,24 @@ def _parse(data: Mapping[str, Any], source: str) -> ArchConfig:
     return ArchConfig(stages=tuple(stages), **kwargs)
 
 
+# sane bounds: refused before anything is allocated (L has widths up to 384, 15 blocks a stage)
+MAX_WIDTH, MAX_BLOCKS, MAX_IMAGE_SIZE, MAX_CLASSES = 4096, 64, 2048, 100_000
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")  # names become file names: no paths, no oddities
+
+
 def _validate(arch: ArchConfig) -> None:
-    if not isinstance(arch.name, str) or not arch.name:
-        raise ArchConfigError(f"name: {arch.name!r} is not a non-empty string")
+    if not isinstance(arch.name, str) or not _NAME.fullmatch(arch.name):
+        shown = repr(arch.name) if len(str(arch.name)) <= 60 else repr(str(arch.name)[:60]) + "..."
+        raise ArchConfigError(f"name: {shown} is not a file-safe name (1-100 letters, digits, '.', '_', '+', '-', "
+                              "starting with a letter or digit)")
     size = _as_int(arch.image_size, "image_size")
-    if size <= 0:
-        raise ArchConfigError(f"image_size: image size {size} must be positive")
+    if size <= 0 or size > MAX_IMAGE_SIZE:
+        raise ArchConfigError(f"image_size: image size {size} must be in 1..{MAX_IMAGE_SIZE}")
     if size % IMAGE_MULTIPLE:
         raise ArchConfigError(f"image_size: image size {size} is not a multiple of {IMAGE_MULTIPLE}")
     classes = _as_int(arch.num_classes, "num_classes")
-    if classes < 1:
-        raise ArchConfigError(f"num_classes: {classes} must be at least 1")
+    if not 1 <= classes <= MAX_CLASSES:
+        raise ArchConfigError(f"num_classes: {classes} must be in 1..{MAX_CLASSES}")
     if not isinstance(arch.distillation, bool):
         raise ArchConfigError(f"distillation: {arch.distillation!r} is not true or false")
     dpr = arch.drop_path_rate
@@ -276,10 +284,10 @@ def _validate(arch: ArchConfig) -> None:
         raise ArchConfigError(f"stages: expected exactly {NUM_STAGES} stages, got {len(arch.stages)}")
     for i, stage in enumerate(arch.stages):
         width = _as_int(stage.width, f"stages[{i}].width")
-        if width <= 0 or width % WIDTH_MULTIPLE:
-            raise ArchConfigError(f"stages[{i}].width: {width} is not a positive multiple of {WIDTH_MULTIPLE}")
-        if not stage.blocks:
-            raise ArchConfigError(f"stages[{i}].blocks: a stage needs at least one block")
+        if width <= 0 or width % WIDTH_MULTIPLE or width > MAX_WIDTH:
+            raise ArchConfigError(f"stages[{i}].width: {width} is not a positive multiple of {WIDTH_MULTIPLE} up to {MAX_WIDTH}")
+        if not stage.blocks or len(stage.blocks) > MAX_BLOCKS:
+            raise ArchConfigError(f"stages[{i}].blocks: a stage needs 1..{MAX_BLOCKS} blocks, got {len(stage.blocks)}")
         for j, block in enumerate(stage.blocks):
             where = f"stages[{i}].blocks[{j}]"
             if block.type not in BLOCK_TYPES:

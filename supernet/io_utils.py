@@ -57,17 +57,36 @@ def safe_torch_load(path: str | os.PathLike, error: type[Exception], what: str) 
         raise error(f"{p}: cannot be read as a {what} file ({reason})") from None
 
 
+MAX_YAML_BYTES = 1 << 20  # architecture and space files are a few KB
+
+
 def read_yaml_mapping(path: str | os.PathLike, error: type[Exception], what: str) -> dict[str, Any]:
-    """A YAML file's top-level mapping; a missing file, bad YAML or a non-mapping raises ``error`` naming the file."""
-    from omegaconf import OmegaConf
+    """A YAML data file's top-level mapping; a missing, oversized or malformed file, or a non-mapping,
+    raises ``error`` naming the file.
+
+    Data, not config: parsed with a safe loader that refuses anchors and aliases (no "billion laughs"
+    expansion) and leaves ``${...}`` text as it is (no OmegaConf interpolation, no environment reads).
+    """
+    import yaml
+
+    class _DataLoader(yaml.SafeLoader):
+        def compose_node(self, parent, index):  # type: ignore[no-untyped-def]
+            if self.check_event(yaml.events.AliasEvent):
+                raise yaml.YAMLError("aliases (*name) are not allowed in data files")
+            event = self.peek_event()
+            if getattr(event, "anchor", None):
+                raise yaml.YAMLError("anchors (&name) are not allowed in data files")
+            return super().compose_node(parent, index)
 
     p = Path(path)
     if not p.is_file():
         raise error(f"{p}: {what} file not found")
+    if p.stat().st_size > MAX_YAML_BYTES:
+        raise error(f"{p}: {p.stat().st_size} bytes; a {what} file is at most {MAX_YAML_BYTES} bytes")
     try:
-        data = OmegaConf.to_container(OmegaConf.load(p), resolve=True)
-    except Exception as exc:  # malformed YAML
-        raise error(f"{p}: not valid YAML ({exc.__class__.__name__}: {exc})".splitlines()[0]) from None
+        data = yaml.load(p.read_text(encoding="utf-8"), Loader=_DataLoader)  # noqa: S506 - a SafeLoader subclass
+    except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as exc:  # malformed YAML
+        raise error(f"{p}: not valid YAML ({exc.__class__.__name__}: {exc})".replace("\n", " ").splitlines()[0]) from None
     if not isinstance(data, dict):
         raise error(f"{p}: expected a mapping at the top level")
     return data

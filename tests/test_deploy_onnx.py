@@ -48,6 +48,7 @@ def test_fused_structure():
         deployed.train()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["s0", "s1", "s2", "l"])
 def test_onnx_matches_pytorch(name, tmp_path):
     model = randomize_stats(build_model(name), seed=2).eval()

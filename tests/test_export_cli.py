@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import subprocess
 
+import pytest
 import torch
 
 from supernet import build_model
@@ -13,6 +14,7 @@ def run(*args, cwd=None):
     return subprocess.run(["eformer-export", *args], capture_output=True, text=True, cwd=cwd)
 
 
+@pytest.mark.slow
 def test_convert_then_onnx_round_trip(s0_fixture, tmp_path):
     out = tmp_path / "s0.pth"
     res = run("convert", "--src", str(s0_fixture / "eformer_s0_random.pth"), "--arch", "s0", "--source", "official", "--out", str(out))
@@ -28,6 +30,7 @@ def test_convert_then_onnx_round_trip(s0_fixture, tmp_path):
     assert onnx_path.is_file() and "onnxruntime max |diff| vs PyTorch" in res.stdout
 
 
+@pytest.mark.slow
 def test_user_errors_are_one_line_and_write_nothing(s0_fixture, tmp_path):
     src = str(s0_fixture / "eformer_s0_random.pth")
     cases = [
@@ -46,6 +49,7 @@ def test_user_errors_are_one_line_and_write_nothing(s0_fixture, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_timm_source_via_cli(tmp_path):
     sd = build_model("s0").state_dict()
     src = tmp_path / "timm.pth"

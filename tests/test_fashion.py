@@ -81,6 +81,7 @@ def _damage(root, kind):
     ("labels", "300 train images but 299 labels"),
     ("gzip", "t10k-labels-idx1-ubyte.gz: cannot be read"),
 ])
+@pytest.mark.slow
 def test_damaged_idx_is_one_line_and_writes_nothing(tmp_path, kind, message):
     root = fake_fashion(tmp_path / "f")
     _damage(root, kind)

@@ -33,7 +33,7 @@ def tiny_lut(tmp_path_factory):
 def test_build_tiny_space(tiny_lut):
     path, lut, seconds = tiny_lut
     sigs = space_signatures(TINY, 64, 10, False)
-    assert len(lut) == len(sigs) == len(set(lut.table["key"])) and seconds < 60
+    assert len(lut) == len(sigs) == len(set(lut.table["key"]))
     assert lut.meta["complete"] and lut.meta["space_hash"] == TINY.hash and lut.meta["image_size"] == 64
     assert lut.meta["device"]["backend"] == "ort" and lut.meta["protocol"]["repeats"] == 3
     assert {"cpu", "onnxruntime", "torch"} <= set(lut.meta["machine"])
@@ -73,6 +73,7 @@ def test_refusals(tiny_lut):
         build_lut(TINY, OrtBackend(threads=1), path, protocol=Protocol(1, 4), progress=False, **CTX)
 
 
+@pytest.mark.slow
 def test_resume_after_kill(tmp_path):
     out = tmp_path / "k.parquet"
     cmd = ["eformer-lut", "build", "space=tiny", "image_size=64", "num_classes=10", "distillation=false",
@@ -89,6 +90,7 @@ def test_resume_after_kill(tmp_path):
     assert all(kept[k] == v for k, v in before.items())  # measured entries were not re-measured
 
 
+@pytest.mark.slow
 def test_command_backend(tmp_path):
     backend = make_backend({
         "name": "sub", "backend": "command", "threads": 1,
@@ -110,14 +112,16 @@ def test_command_backend(tmp_path):
         make_backend({"backend": "tpu"})
 
 
+@pytest.mark.slow
 def test_validate_tiny(tiny_lut, tmp_path):
     path, _, _ = tiny_lut
     copy = tmp_path / "v.parquet"
     copy.write_bytes(path.read_bytes())
     rep = validate_lut(copy, TINY, OrtBackend(threads=1), members=8, protocol=Protocol(1, 5), out_dir=tmp_path, progress=False)
     assert rep["fit"] == 4 and rep["held_out"] == 4
-    for key in ("mape_pct", "within_5pct", "within_10pct", "kendall_tau", "spearman_rho"):
-        assert key in rep["held_out_calibrated"]
+    held = rep["held_out_calibrated"]
+    assert 0 <= held["mape_pct"] < 100 and 0 <= held["within_5pct"] <= held["within_10pct"] <= 1
+    assert -1 <= held["kendall_tau"] <= 1 and -1 <= held["spearman_rho"] <= 1
     assert (tmp_path / "lut_validation.png").stat().st_size > 1000
     stored = LatencyLUT.load(copy)
     assert stored.a == pytest.approx(rep["calibration"]["a"]) and stored.meta["calibration"]["fitted_on"] == 4
@@ -137,6 +141,7 @@ def test_mes():
         mes_score({"flops": 1.0}, {}, {})
 
 
+@pytest.mark.slow
 def test_cli_show_validate_and_refusal(tiny_lut, tmp_path):
     path, _, _ = tiny_lut
     copy = tmp_path / "cli.parquet"
@@ -155,6 +160,7 @@ def test_cli_show_validate_and_refusal(tiny_lut, tmp_path):
     assert res.returncode == 2 and "device.backend: 'tpu' is not one of ort, torch, command" in res.stderr
 
 
+@pytest.mark.slow
 def test_foreign_machine_lut_warns_once(tiny_lut, tmp_path):
     path, _, _ = tiny_lut
     arch = TINY.largest(**CTX)

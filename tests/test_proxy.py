@@ -6,6 +6,7 @@ import json
 import random
 import subprocess
 
+import pytest
 import torch
 
 from helpers import randomize_stats
@@ -70,6 +71,7 @@ def test_bootstrap_std_matches_the_binomial_noise():
     assert abs(bootstrap_std(values, resamples=2000) - expected) < 0.15 * expected
 
 
+@pytest.mark.slow
 def test_validate_proxy_end_to_end(tmp_path):
     train = ["eformer-train", "space=tiny", "data=digits", "data.calib_size=60", "train.epochs=1",
              "train.batch_size=64", "train.eval_presets=[]", "train.progress=false", f"run_dir={tmp_path / 'sn'}"]

@@ -187,7 +187,7 @@ def run_training(cfg: DictConfig) -> Path:
             model.train()
             optimizer.zero_grad(set_to_none=True)
             losses = sandwich_step(model, supernet, members, x, y, float(t.label_smoothing), float(t.kd_temperature),
-                                   precision, scaler)
+                                   precision, scaler, bool(t.get("inplace_distillation", True)))
             if scaler is not None:
                 scaler.unscale_(optimizer)
             grad_norm = torch.nn.utils.clip_grad_norm_(supernet.parameters(), float(t.grad_clip))

@@ -1,7 +1,8 @@
 """One sandwich-rule step: largest, smallest and K random members; in-place distillation.
 
 The largest member learns from the labels (label-smoothed cross-entropy); every other member learns
-from the largest member's detached soft predictions (KL divergence). Gradients of all members
+from the largest member's detached soft predictions (KL divergence), or from the labels too when
+in-place distillation is off. Gradients of all members
 accumulate and the caller takes one optimizer step. Members are drawn from a generator seeded by
 (seed, step), so every rank of a distributed run trains the same members.
 
@@ -46,12 +47,14 @@ def sandwich_step(
     temperature: float = 1.0,
     precision: Optional[Precision] = None,
     scaler: Optional["torch.amp.GradScaler"] = None,
+    inplace_distillation: bool = True,
 ) -> list[float]:
     """Forward/backward every member on (x, y); returns the per-member losses (caller steps the optimizer).
 
     ``model`` is what runs the forward (the supernet, or its DistributedDataParallel wrapper);
     ``supernet`` is the bare Supernet whose active member is switched. ``precision`` autocasts the
-    forwards; ``scaler`` (fp16) scales the losses before backward.
+    forwards; ``scaler`` (fp16) scales the losses before backward. ``inplace_distillation=False``
+    trains every member on the labels instead of on the largest member's predictions.
     """
     losses, teacher = [], None
     no_sync = getattr(model, "no_sync", None)
@@ -62,7 +65,7 @@ def sandwich_step(
         with sync:
             with autocast():
                 heads = [h.float() for h in _logits(model(x))]
-            if k == 0:
+            if k == 0 or not inplace_distillation:
                 loss = sum(F.cross_entropy(h, y, label_smoothing=label_smoothing) for h in heads) / len(heads)
                 with torch.no_grad():
                     teacher = F.softmax(sum(heads) / len(heads) / temperature, dim=1)
