@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any, Optional
@@ -28,6 +29,48 @@ STATISTICS = {"median": "median_ms", "q25": "q25_ms"}
 
 class LUTError(UserError):
     """A LUT that does not fit the request (other space, image size, missing entries)."""
+
+
+_META_TYPES = {"space_name": str, "space_hash": str, "image_size": int, "num_classes": int, "distillation": bool,
+               "batch_size": int, "device_name": str, "device": dict}
+
+
+def check_meta(meta: dict[str, Any], path: Path) -> None:
+    """One-line errors for LUT metadata that is missing a field, of the wrong type or not usable."""
+    for key, kind in _META_TYPES.items():
+        value = meta.get(key)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise LUTError(f"{path}: metadata field {key!r} is {value!r}; expected a {kind.__name__}")
+    statistic = meta.get("statistic", "median")
+    if statistic not in STATISTICS:
+        raise LUTError(f"{path}: metadata field 'statistic' is {statistic!r}; expected one of {', '.join(STATISTICS)}")
+    cal = meta.get("calibration")
+    if cal is not None:
+        ok = isinstance(cal, dict) and all(
+            isinstance(cal.get(k), (int, float)) and not isinstance(cal.get(k), bool) and math.isfinite(cal[k]) for k in ("a", "b"))
+        if not ok or cal["a"] <= 0:
+            raise LUTError(f"{path}: calibration {cal!r} is not numbers a > 0 and b (refit with eformer-lut validate)")
+
+
+def check_table(df: pd.DataFrame, meta: dict[str, Any], path: Path) -> None:
+    """One-line errors for missing columns, missing signature values and unusable latencies."""
+    need = SIG_COLUMNS + [STATISTICS[meta.get("statistic", "median")]]
+    missing = [c for c in need if c not in df.columns]
+    if missing:
+        raise LUTError(f"{path}: missing column(s) {', '.join(missing)}")
+    for c in SIG_COLUMNS:
+        if df[c].isna().any():
+            raise LUTError(f"{path}: column {c!r} has empty values in {int(df[c].isna().sum())} row(s)")
+        if c != "kind" and not pd.api.types.is_numeric_dtype(df[c]):
+            raise LUTError(f"{path}: column {c!r} holds non-numbers")
+    for c in STAT_COLUMNS:
+        if c in df.columns and c in ("median_ms", "q25_ms", "min_ms"):
+            values = pd.to_numeric(df[c], errors="coerce")
+            bad = ~(values.notna() & (values > 0) & (values < float("inf")))
+            if bad.any():
+                row = int(bad.idxmax())
+                raise LUTError(f"{path}: column {c!r} row {row} has latency {df[c].iloc[row]}; "
+                               "every latency must be a finite positive number")
 
 
 class LatencyLUT:
@@ -137,8 +180,11 @@ class LatencyLUT:
             meta = json.loads((table.schema.metadata or {})[b"eformer_lut"])
         except Exception as exc:
             raise LUTError(f"{p}: not a latency LUT ({type(exc).__name__})") from None
+        if not isinstance(meta, dict):
+            raise LUTError(f"{p}: LUT metadata is a {type(meta).__name__}, expected a mapping")
         if meta.get("format") != LUT_FORMAT:
             raise LUTError(f"{p}: unsupported LUT format {meta.get('format')!r} (expected {LUT_FORMAT})")
+        check_meta(meta, p)
         if space is not None and meta["space_hash"] != space.hash:
             raise LUTError(
                 f"{p} was built for space {meta['space_name']} ({meta['space_hash']}), not {space.name} ({space.hash}); "
@@ -147,6 +193,7 @@ class LatencyLUT:
         if image_size is not None and meta["image_size"] != image_size:
             raise LUTError(f"{p} was built for image size {meta['image_size']}, not {image_size}")
         df = table.to_pandas()
+        check_table(df, meta, p)
         for c in SIG_COLUMNS:
             if c != "kind":
                 df[c] = df[c].astype(int)

@@ -14,8 +14,9 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import warnings
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import hydra
 import optuna
@@ -31,7 +32,7 @@ from search.proxy import AnalyticProxy, SupernetProxy
 from search.results import RUN_FILE, RUN_FORMAT, best_trial, completed
 from search.slimming import ACTION_KINDS, Candidate, SlimmingSettings, slim
 from search.storage import open_storage, storage_url
-from search.strategies import ALL_STRATEGIES, PARETO_DIRECTIONS, get_strategy, pareto_values
+from search.strategies import ALL_STRATEGIES, PARETO_DIRECTIONS, PARETO_METRICS, get_strategy, pareto_values
 from search.worker import run_worker
 from supernet.arch import PRESETS, ArchConfig
 from supernet.data import build_data
@@ -40,7 +41,6 @@ from supernet.errors import UserError, report_user_errors
 from supernet.io_utils import atomic_write_text
 
 OmegaConf.register_new_resolver("budget_name", budget_name, replace=True)
-optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def file_digest(path: Path) -> str:
@@ -90,8 +90,13 @@ def _settings(cfg: DictConfig, budget: Budget, space_hash: str, supernet_digest:
             "proxy": [cfg.proxy.kind, cfg.proxy.calib_images, cfg.proxy.val_images]}
 
 
-def open_study(url: str, name: str, directions: list[str], settings: dict[str, Any]) -> optuna.Study:
+def open_study(url: str, name: str, directions: list[str], settings: dict[str, Any],
+               metric_names: Sequence[str]) -> optuna.Study:
     study = optuna.create_study(study_name=name, storage=open_storage(url), directions=directions, load_if_exists=True)
+    if study.metric_names != list(metric_names):  # labels the axes of optuna-dashboard and optuna.visualization
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(list(metric_names))
     saved = study.user_attrs.get("settings")
     mine = json.loads(json.dumps(settings, default=str))
     if saved is None:
@@ -141,6 +146,8 @@ def slimming_settings(s: DictConfig) -> SlimmingSettings:
         raise UserError(f"search.actions: {bad[0] if bad else '[]'!r} - give a subset of {', '.join(ACTION_KINDS)}")
     if s.expansion_scope not in ("block", "stage"):
         raise UserError(f"search.expansion_scope: {s.expansion_scope!r} is not one of block, stage")
+    if int(s.max_steps) < 1:
+        raise UserError(f"search.max_steps: {s.max_steps} must be at least 1")
     if int(s.moves_per_step) < 1:
         raise UserError(f"search.moves_per_step: {s.moves_per_step} must be at least 1")
     score_by = str(s.get("score_by", "loss"))
@@ -180,12 +187,12 @@ def run_search(cfg: DictConfig) -> dict[str, Any]:
           f"({lut.meta.get('created')})")
     path_out: list[dict[str, Any]] = []
     if name == "slimming":
-        study = open_study(url, study_name, PARETO_DIRECTIONS, settings)
+        study = open_study(url, study_name, PARETO_DIRECTIONS, settings, PARETO_METRICS)
         path = slim(space, evaluator, budget, context, slim_settings, record_slimming(study, space, budget), bool(cfg.progress))
         path_out = [{"step": c.step, "action": c.action, "summary": c.arch.summary(), **c.metrics.as_dict()} for c in path]
     else:
         strategy = get_strategy(name)
-        study = open_study(url, study_name, strategy.directions, settings)
+        study = open_study(url, study_name, strategy.directions, settings, strategy.metric_names)
         seed = int(cfg.seed) + 1000 * int(cfg.worker) + len(study.get_trials(deepcopy=False))
         study.sampler = strategy.make_sampler(cfg.search, seed)
         st = cfg.storage
@@ -222,6 +229,7 @@ def run_search(cfg: DictConfig) -> dict[str, Any]:
 @hydra.main(config_path="../conf", config_name="eformer_search", version_base="1.3")
 @report_user_errors("eformer-search")
 def _hydra_main(cfg: DictConfig) -> None:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     run_search(cfg)
 
 

@@ -17,6 +17,8 @@ from supernet.io_utils import atomic_torch_save, safe_torch_load
 from supernet.model import EfficientFormerV2, build_model
 from supernet.onnx_export import DEFAULT_OPSET, check_onnx_parity, export_onnx
 
+MAX_OPSET = 21  # the newest opset torch's exporter and onnxruntime both take here
+
 
 def weights_arch(weights: str) -> ArchConfig:
     """The architecture recorded in a weights file of ours (eformer-export arch, eformer-train fine-tuning)."""
@@ -41,16 +43,35 @@ def load_network(arch: Optional[str], weights: Optional[str], source: str, image
     return model.eval()
 
 
+def check_output(out: Path, *inputs: Optional[str]) -> Path:
+    """Refuse an output path that is an input, a directory, or under a regular file (before any work)."""
+    out = Path(out)
+    for given in inputs:
+        if given and Path(given).exists() and out.exists() and out.resolve() == Path(given).resolve():
+            raise UserError(f"--out: {out} is also an input; choose another output path")
+    if out.is_dir():
+        raise UserError(f"--out: {out} is a directory; give a file path")
+    for parent in out.parents:
+        if parent.exists() and not parent.is_dir():
+            raise UserError(f"--out: {parent} is a file, so {out} cannot be written")
+    return out
+
+
 def cmd_convert(args: argparse.Namespace) -> None:
+    check_output(Path(args.out), args.src)
     model = load_network(args.arch, args.src, args.source)
     atomic_torch_save(model.state_dict(), args.out)
     print(f"converted {args.src} ({args.source}) -> {args.out}: {sum(p.numel() for p in model.parameters()):,} parameters")
 
 
 def cmd_onnx(args: argparse.Namespace) -> None:
+    if not 7 <= args.opset <= MAX_OPSET:
+        raise UserError(f"--opset: {args.opset} is not supported (7..{MAX_OPSET})")
+    if args.out:
+        check_output(Path(args.out), args.weights)
     model = load_network(args.arch, args.weights, args.source, args.image_size)
     size = model.arch.image_size
-    out = Path(args.out or f"{model.arch.name}.onnx")
+    out = check_output(Path(args.out or f"{model.arch.name}.onnx"), args.weights)
     export_onnx(model, out, (1, 3, size, size), opset=args.opset)
     msg = f"wrote {out} (opset {args.opset}, input 1x3x{size}x{size}, dynamic batch)"
     if not args.no_check:

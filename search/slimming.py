@@ -27,9 +27,14 @@ from tqdm import tqdm
 from search.budgets import Budget
 from search.metrics import CandidateEvaluator, Metrics
 from supernet.arch import ArchConfig
+from supernet.errors import UserError
 from supernet.space import SearchSpace
 
 ACTION_KINDS = ("drop", "width", "expansion")
+
+
+class SlimmingError(UserError):
+    """Slimming cannot meet its budget (names the budget and how far it got)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,10 +171,12 @@ def slim(space: SearchSpace, evaluator: CandidateEvaluator, budget: Budget, cont
         while not budget.met(m.latency_ms, m.params):
             step += 1
             if step > settings.max_steps:
-                raise RuntimeError(f"slimming did not meet {budget.describe()} in {settings.max_steps} steps")
+                raise SlimmingError(f"search.max_steps: slimming did not meet {budget.describe()} in {settings.max_steps} "
+                                    f"steps (reached {m.latency_ms:.2f} ms, {m.params / 1e6:.2f} M params at {cur.summary()})")
             moves = candidate_actions(cur, space, settings.actions, settings.expansion_scope)
             if not moves:
-                raise RuntimeError(f"slimming: no action left at {cur.summary()} and {budget.describe()} is not met")
+                raise SlimmingError(f"search.budget: no action left at {cur.summary()} ({m.latency_ms:.2f} ms, "
+                                    f"{m.params / 1e6:.2f} M params) and {budget.describe()} is not met")
             if any(evaluator.proxy.cached(a) is None for _, a in moves):
                 evaluator.proxy.reference(cur)  # incremental evaluation of the neighbours
             cands = []
@@ -187,7 +194,8 @@ def slim(space: SearchSpace, evaluator: CandidateEvaluator, budget: Budget, cont
                         c.action += " (no MES gain; scored per budget progress)"
                 ranked = sorted((c for c in cands if c.score is not None), key=lambda c: c.score)
             if not ranked:
-                raise RuntimeError(f"slimming: no action at {cur.summary()} improves MES or approaches {budget.describe()}")
+                raise SlimmingError(f"search.budget: no action at {cur.summary()} ({m.latency_ms:.2f} ms) improves MES or "
+                                    f"approaches {budget.describe()}")
             applied, targets, labels = cur, set(), []
             for c in ranked:
                 if len(labels) >= settings.moves_per_step or budget.met(*_budget_costs(evaluator, applied)):

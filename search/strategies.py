@@ -15,6 +15,7 @@ from search.metrics import Metrics
 from supernet.errors import UserError
 
 PARETO_DIRECTIONS = ["maximize", "minimize", "minimize"]  # top1, latency_ms, params_m
+PARETO_METRICS = ["top1", "latency_ms", "params_m"]
 
 
 def pareto_values(m: Metrics) -> list[float]:
@@ -28,6 +29,7 @@ class Strategy:
     values: Callable[[Metrics], list[float]]
     make_sampler: Callable[[Mapping[str, Any], int], optuna.samplers.BaseSampler]
     description: str
+    metric_names: tuple[str, ...] = tuple(PARETO_METRICS)
 
 
 STRATEGIES: dict[str, Strategy] = {
@@ -40,13 +42,13 @@ STRATEGIES: dict[str, Strategy] = {
         "tpe", ["maximize"], lambda m: [m.top1],
         lambda c, seed: optuna.samplers.TPESampler(n_startup_trials=int(c.get("n_startup_trials", 10)), seed=seed,
                                                    multivariate=bool(c.get("multivariate", True))),
-        "maximise proxy top-1 under the latency/params budget (constraints)",
+        "maximise proxy top-1 under the latency/params budget (constraints)", ("top1",),
     ),
     "mes": Strategy(
         "mes", ["maximize"], lambda m: [m.top1 * m.mes / 100.0],
         lambda c, seed: optuna.samplers.TPESampler(n_startup_trials=int(c.get("n_startup_trials", 10)), seed=seed,
                                                    multivariate=bool(c.get("multivariate", True))),
-        "maximise top-1 x MES / 100 (accuracy-efficiency trade-off) under the budget",
+        "maximise top-1 x MES / 100 (accuracy-efficiency trade-off) under the budget", ("top1_x_mes",),
     ),
     "random": Strategy(
         "random", PARETO_DIRECTIONS, pareto_values,

@@ -7,10 +7,12 @@ import warnings
 from pathlib import Path
 from typing import Optional, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
 from supernet.deploy import fuse
+from supernet.errors import UserError
 from supernet.io_utils import atomic_write
 
 DEFAULT_OPSET = 17
@@ -112,8 +114,10 @@ def check_onnx_parity(model: nn.Module, path: Path, threads: int = 2) -> float:
     x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         ref = model(x).numpy()
+    if not np.isfinite(ref).all():
+        raise UserError(f"{path}: the PyTorch model's outputs are not finite (NaN/inf weights?); nothing to compare")
     got = ort_session(path, threads=threads).run(None, {"input": x.numpy()})[0]
     err = float(abs(ref - got).max())
-    if err > ONNX_TOLERANCE:
+    if not err <= ONNX_TOLERANCE:  # also catches NaN
         raise RuntimeError(f"{path}: onnxruntime differs from PyTorch by {err:.2e} (> {ONNX_TOLERANCE})")
     return err
