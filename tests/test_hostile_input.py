@@ -1,0 +1,123 @@
+"""Hostile and damaged input: no code execution from files, no expansion bombs, no path tricks,
+damaged LUTs and unusable output paths refused with one line."""
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+
+import pytest
+import torch
+
+from latency_lut.lut import LatencyLUT, LUTError
+from supernet.arch import ArchConfig, ArchConfigError
+from supernet.convert import CheckpointError, read_checkpoint
+from supernet.elastic import Supernet
+from supernet.errors import UserError
+from supernet.train.checkpoint import load_training_checkpoint
+
+
+class _Exploit:
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _malicious(path, marker):
+    with open(path, "wb") as fh:
+        pickle.dump({"format": "eformer-supernet/1", "payload": _Exploit(str(marker))}, fh, protocol=2)
+    return path
+
+
+def test_malicious_pickles_execute_nothing(tmp_path):
+    marker = tmp_path / "pwned"
+    bad = _malicious(tmp_path / "evil.pt", marker)
+    with pytest.raises(CheckpointError, match="needs code to unpickle"):
+        Supernet.load(bad)
+    with pytest.raises(CheckpointError, match="needs code to unpickle"):
+        read_checkpoint(bad)
+    run = tmp_path / "run"
+    run.mkdir()
+    _malicious(run / "checkpoint.pt", marker)
+    with pytest.raises(UserError, match="needs code to unpickle"):
+        load_training_checkpoint(run, {})
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("text, message", [
+    ("a: &a [x, x]\nb: [*a, *a]\n", "anchors (&name) are not allowed"),
+    ("name: ${oc.env:HOME}\nstages: []\n", "name: '${oc.env:HOME}' is not a file-safe name"),
+    ("name: ../../../x\nstages: []\n", "name: '../../../x' is not a file-safe name"),
+    ("name: " + "n" * 5000 + "\nstages: []\n", "is not a file-safe name"),
+])
+def test_arch_yaml_is_data(tmp_path, text, message):
+    path = tmp_path / "a.yaml"
+    src = ArchConfig.preset("s0").to_yaml()
+    path.write_text(src.replace("name: s0\n", text.split("stages")[0]) if "stages" in text else text)
+    with pytest.raises(ArchConfigError) as err:
+        ArchConfig.from_yaml(path)
+    assert message in str(err.value) and len(str(err.value)) < 400
+
+
+def test_oversized_yaml_and_absurd_widths(tmp_path):
+    big = tmp_path / "big.yaml"
+    big.write_text("x: " + "y" * (2 << 20))
+    with pytest.raises(ArchConfigError, match="bytes; a architecture file is at most"):
+        ArchConfig.from_yaml(big)
+    s0 = ArchConfig.preset("s0")
+    with pytest.raises(ArchConfigError, match=r"stages\[0\].width: 1000000000 is not a positive multiple of 8 up to 4096"):
+        s0.replace(stages=(s0.stages[0].__class__(10**9, s0.stages[0].blocks),) + s0.stages[1:])
+
+
+def _damaged_lut(tmp_path, change):
+    lut = LatencyLUT.load("luts/ort-cpu-efficientformerv2-224.parquet")
+    change(lut)
+    return lut.save(tmp_path / "bad.parquet")
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda lut: lut.table.__setitem__("q25_ms", float("nan")), "column 'q25_ms' row 0 has latency nan"),
+    (lambda lut: lut.table.loc.__setitem__((5, "q25_ms"), -1.0), "column 'q25_ms' row 5 has latency -1.0"),
+    (lambda lut: lut.table.loc.__setitem__((7, "q25_ms"), float("inf")), "row 7 has latency inf"),
+    (lambda lut: setattr(lut, "table", lut.table.drop(columns=["q25_ms"])), "missing column(s) q25_ms"),
+    (lambda lut: setattr(lut, "table", lut.table.drop(columns=["resolution"])), "missing column(s) resolution"),
+    (lambda lut: lut.table.loc.__setitem__((2, "heads"), None), "column 'heads' has empty values"),
+    (lambda lut: lut.meta.pop("space_hash"), "metadata field 'space_hash' is None"),
+    (lambda lut: lut.meta.__setitem__("statistic", "mean"), "metadata field 'statistic' is 'mean'"),
+    (lambda lut: lut.meta.__setitem__("calibration", {"a": "x", "b": 0}), "is not numbers a > 0 and b"),
+])
+def test_damaged_lut_is_one_line(tmp_path, change, message):
+    path = _damaged_lut(tmp_path, change)
+    with pytest.raises(LUTError) as err:
+        LatencyLUT.load(path)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_lut_metadata_that_is_not_a_mapping(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({"x": [1]}).replace_schema_metadata({b"eformer_lut": b"[1, 2]"})
+    pq.write_table(table, tmp_path / "list.parquet")
+    with pytest.raises(LUTError, match="LUT metadata is a list, expected a mapping"):
+        LatencyLUT.load(tmp_path / "list.parquet")
+
+
+@pytest.mark.slow
+def test_export_output_paths_are_checked_first(tmp_path):
+    weights = tmp_path / "w.pt"
+    torch.save({"x": torch.zeros(1)}, weights)
+    (tmp_path / "file").write_text("x")
+    cases = [
+        (["onnx", "--arch", "s0", "--weights", str(weights), "--out", str(weights)], "is also an input"),
+        (["onnx", "--arch", "s0", "--out", str(tmp_path)], "is a directory"),
+        (["onnx", "--arch", "s0", "--out", str(tmp_path / "file" / "x.onnx")], "is a file, so"),
+        (["onnx", "--arch", "s0", "--opset", "99", "--out", str(tmp_path / "y.onnx")], "--opset: 99 is not supported"),
+    ]
+    for args, message in cases:
+        res = subprocess.run(["eformer-export", *args], capture_output=True, text=True)
+        assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr, (args, res.stderr)
+    assert torch.load(weights, weights_only=True)["x"].shape == (1,)  # the input is untouched
+    assert not (tmp_path / "y.onnx").exists()
