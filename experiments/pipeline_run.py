@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from experiments.common import machine_header, write_result
-from search.report import format_rows
+from search.report import capacity_gap_line, format_rows
 
 
 def run(args: list[str], kill_after_marker: str | None = None, delay: float = 0.0) -> tuple[float, str, int]:
@@ -42,14 +42,33 @@ def run(args: list[str], kill_after_marker: str | None = None, delay: float = 0.
     return time.time() - start, "".join(out), proc.returncode
 
 
-def gap_line(table: dict) -> str:
-    """Whether the task rewards capacity: the released S0 and L members' proxy top-1 in the final table."""
-    rel = {r["budget"]: r["released"] for r in table["rows"]}
-    if "s0" not in rel or "l" not in rel:
-        return "(S0 or L not in the final table)"
-    gap = rel["l"]["top1"] - rel["s0"]["top1"]
-    return (f"Released L vs S0 as supernet members: {rel['l']['top1']:.2f} vs {rel['s0']['top1']:.2f} % proxy top-1 "
-            f"(gap {gap:+.2f} points; target >= 2), val loss {rel['l']['loss']:.4f} vs {rel['s0']['loss']:.4f}.")
+def kill_and_rerun(work: Path, killed: Path, delay: float) -> tuple:
+    """A fresh work dir killed with SIGKILL during training (the LUT taken from the first run), then rerun."""
+    shutil.rmtree(killed, ignore_errors=True)
+    # kill -9 during training of a fresh work dir (the LUT is taken from the first run to save time)
+    lut = f"lut_overrides=['lut=quick','out={work}/lut/ort-cpu-efficientformerv2-224.parquet']"
+    tk, outk, rck = run([f"work_dir={killed}", lut], kill_after_marker="[2/5]", delay=delay)
+    ckpt_log = killed / "supernet" / "train_log.jsonl"
+    steps_before = len(ckpt_log.read_text().splitlines()) if ckpt_log.is_file() else 0
+    import torch
+
+    ckpt = killed / "supernet" / "checkpoint.pt"
+    resumed_from = int(torch.load(ckpt, weights_only=True)["step"]) if ckpt.is_file() else 0
+    t3, out3, rc3 = run([f"work_dir={killed}", lut])
+    assert rc3 == 0, out3[-3000:]
+    return tk, outk, rck, t3, out3, rc3, resumed_from, steps_before
+
+
+def kill_lines(delay, tk, rck, t3, rc3, resumed_from, steps_before, out3) -> list[str]:
+    """The kill -9 rows and sentence of the report (none when the kill part was skipped)."""
+    if tk is None:
+        return ["", "(kill -9 / rerun part not run this time: `--no-kill`)", ""]
+    reuse = next((ln for ln in out3.splitlines() if ln.startswith("reusing")), "no reuse line")
+    return [f"| fresh run killed with SIGKILL {delay:.0f} s into training | {tk:.0f} | {rck} |",
+            f"| rerun after the kill | {t3:.0f} | {rc3} |", "",
+            f"After the kill the training checkpoint held step {resumed_from} ({steps_before} logged steps); the rerun "
+            f"{'resumed from it' if 'resum' in out3.lower() or resumed_from > 0 else 'started over'}; the LUT stage printed "
+            f"`{reuse}`.", ""]
 
 
 def main() -> None:
@@ -57,6 +76,7 @@ def main() -> None:
     parser.add_argument("--work", default="runs/pipeline-experiment")
     parser.add_argument("--reuse-first", action="store_true", help="reuse the recorded first two runs (debugging)")
     parser.add_argument("--kill-delay", type=float, default=60.0, help="seconds into training before SIGKILL")
+    parser.add_argument("--no-kill", action="store_true", help="only the first two runs (no kill -9 / rerun part)")
     args = parser.parse_args()
     work, killed = Path(args.work), Path(args.work + "-killed")
     first = work.with_name(work.name + "-first-runs.json")
@@ -69,36 +89,25 @@ def main() -> None:
         t2, out2, rc2 = run([f"work_dir={work}"])
         assert rc2 == 0, out2[-3000:]
         first.write_text(json.dumps([t1, out1, rc1, t2, out2, rc2]))
-    shutil.rmtree(killed, ignore_errors=True)
     reused2 = len(re.findall(r"^reusing |already complete", out2, re.M))
-    # kill -9 during training of a fresh work dir (the LUT is taken from the first run to save time)
-    lut = f"lut_overrides=['lut=quick','out={work}/lut/ort-cpu-efficientformerv2-224.parquet']"
-    tk, outk, rck = run([f"work_dir={killed}", lut], kill_after_marker="[2/5]", delay=args.kill_delay)
-    ckpt_log = killed / "supernet" / "train_log.jsonl"
-    steps_before = len(ckpt_log.read_text().splitlines()) if ckpt_log.is_file() else 0
-    import torch
-
-    ckpt = killed / "supernet" / "checkpoint.pt"
-    resumed_from = int(torch.load(ckpt, weights_only=True)["step"]) if ckpt.is_file() else 0
-    t3, out3, rc3 = run([f"work_dir={killed}", lut])
-    assert rc3 == 0, out3[-3000:]
+    if args.no_kill:
+        tk = rck = t3 = rc3 = resumed_from = steps_before = None
+        out3 = ""
+    else:
+        tk, outk, rck, t3, out3, rc3, resumed_from, steps_before = kill_and_rerun(work, killed, args.kill_delay)
     table = json.loads((work / "final.json").read_text())
     lines = [
         "# The main job: `eformer-pipeline` on the embedded Fashion-MNIST default", "", machine_header(), "",
-        "Command: `python -m experiments.pipeline_run`.", "",
+        f"Command: `python -m experiments.pipeline_run{' --no-kill' if args.no_kill else ''}`.", "",
         "| run | wall time (s) | exit |", "|---|---|---|",
         f"| first run, fresh work dir | {t1:.0f} | {rc1} |",
         f"| second run, same command | {t2:.1f} | {rc2} (stages reused: {reused2}) |",
-        f"| fresh run killed with SIGKILL {args.kill_delay:.0f} s into training | {tk:.0f} | {rck} |",
-        f"| rerun after the kill | {t3:.0f} | {rc3} |", "",
-        f"After the kill the training checkpoint held step {resumed_from} ({steps_before} logged steps); the rerun "
-        f"{'resumed from it' if 'resum' in out3.lower() or resumed_from > 0 else 'started over'}; the LUT stage printed "
-        f"`{next((ln for ln in out3.splitlines() if ln.startswith('reusing')), 'no reuse line')}`.", "",
+        *kill_lines(args.kill_delay, tk, rck, t3, rc3, resumed_from, steps_before, out3),
         "## Final table of the first run", "", format_rows(table["rows"]), "",
         "Latency: ORT CPU 2 threads, batch 1, 224 px, 1000 classes; LUT built with the quick protocol (`lut=quick`). "
         "Proxy: member of the Fashion-MNIST supernet (32 px) after BN recalibration on the 500-image calibration split, "
         "scored on the whole 2,500-image val split; ± = bootstrap standard deviation over the val images.", "",
-        gap_line(table), "",
+        capacity_gap_line(table["rows"]), "",
         "## Output of the second run (tail)", "", "```", *out2.strip().splitlines()[-14:], "```", "",
     ]
     write_result("pipeline_run", "\n".join(lines), {"first_s": t1, "second_s": t2, "killed_s": tk, "rerun_s": t3,

@@ -25,7 +25,7 @@ from latency_lut.lut import LatencyLUT
 from latency_lut.timing import Protocol
 from search.app import run_search
 from search.export_cli import main as export_main
-from search.report import format_rows, released_vs_derived
+from search.report import capacity_gap_line, format_rows, released_vs_derived
 from search.results import RUN_FILE, read_run
 from supernet.errors import report_user_errors
 from supernet.io_utils import atomic_write_text
@@ -89,7 +89,7 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
     exports["nsga2"] = export_stage(f"{work}/search/nsga2", "--pareto", "--no-onnx")
     banner(5, n, "final table: released vs derived, measured end to end")
     final_file = work / "final.json"
-    key = {b: r["best_trial"] for b, r in runs.items()} | {"lut": str(lut_path), "supernet": str(supernet), "format": 2}
+    key = {b: r["best_trial"] for b, r in runs.items()} | {"lut": str(lut_path), "supernet": str(supernet), "format": 3}
     table = json.loads(final_file.read_text()) if final_file.is_file() else None
     if table is None or table.get("key") != key:
         protocol = Protocol(warmup=int(cfg.measure.warmup), repeats=int(cfg.measure.repeats), cache="warm")
@@ -100,6 +100,7 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
         print(f"reusing {final_file}")
     print()
     print(format_rows(table["rows"]))
+    print(capacity_gap_line(table["rows"]))
     print(f"\nLUT: {lut_path} (quick protocol when lut=quick: noisier than `eformer-lut build`'s default); "
           f"latency = ORT CPU, batch 1, 224 px, 1000 classes; measured = whole network, interleaved, {table['statistic']}")
     print(f"proxy = member of the supernet ({supernet}) after BN recalibration, scored on the whole val split; "

@@ -74,3 +74,15 @@ def _pm(value: Any, std: Any, digits: int) -> str:
     if value is None:
         return "-"
     return f"{value:.{digits}f} ± {std:.{digits}f}" if std is not None else f"{value:.{digits}f}"
+
+
+def capacity_gap_line(rows: list[dict[str, Any]]) -> str:
+    """Whether the proxy rewards capacity: the released S0 and L members' scores in a final table."""
+    rel = {r["budget"]: r["released"] for r in rows}
+    if "s0" not in rel or "l" not in rel:
+        return "(S0 or L not in the table: no capacity check)"
+    s0, big = rel["s0"], rel["l"]
+    gap = big["top1"] - s0["top1"]
+    return (f"released L vs S0 as supernet members: proxy top-1 {big['top1']:.2f} vs {s0['top1']:.2f} % "
+            f"(gap {gap:+.2f} points, target >= 2; noise ± {max(big.get('top1_std') or 0, s0.get('top1_std') or 0):.2f}), "
+            f"val loss {big['loss']:.4f} vs {s0['loss']:.4f}")

@@ -11,10 +11,11 @@ stamp (or start) is older than ``grace_s`` as FAIL, so a killed worker's trial i
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Iterator, Mapping, Optional
 
 import optuna
 from optuna.storages import BaseStorage, InMemoryStorage, JournalStorage, RDBStorage
@@ -42,6 +43,19 @@ def storage_url(cfg: Mapping[str, Any], run_dir: Path) -> str:
     raise UserError(f"storage.kind: {kind!r} is not one of {', '.join(KINDS)}")
 
 
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock on ``path`` (released when the holder exits, even by SIGKILL)."""
+    import fcntl
+
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def open_storage(url: str) -> BaseStorage:
     """Open the storage behind a :func:`storage_url` identifier."""
     if url == "memory:":
@@ -51,8 +65,11 @@ def open_storage(url: str) -> BaseStorage:
         path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(path)))
     if url.startswith("sqlite:///"):
-        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-        return RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 120}})
+        db = Path(url[len("sqlite:///"):])
+        db.parent.mkdir(parents=True, exist_ok=True)
+        # workers started together would race to create the schema ("table ... already exists"): one at a time
+        with _file_lock(db.with_name(db.name + ".lock")):
+            return RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 120}})
     try:
         return RDBStorage(url)
     except Exception as exc:  # unreachable host, missing driver, bad URL

@@ -36,11 +36,15 @@ def run_worker(study: optuna.Study, strategy: Strategy, space: SearchSpace, eval
                grace_s: float = 30.0, poll_s: float = 1.0, progress: bool = True) -> int:
     """Work on ``study`` until it has ``n_trials`` COMPLETE trials; returns how many this worker completed."""
     done_here = 0
+    last_round = time.time()
     bar = tqdm(total=n_trials, initial=min(_live(study)[0], n_trials), desc=f"search {strategy.name}", unit="trial",
                disable=not progress, dynamic_ncols=True)
     try:
         while True:
-            reap_stale(study, grace_s)
+            now = time.time()
+            if now - last_round < grace_s / 2:  # after a stall of our own (e.g. a storage lock held by a killed
+                reap_stale(study, grace_s)       # worker) the others were stalled too: reap only when we were live
+            last_round = now
             complete, live = _live(study)
             bar.n = min(complete, n_trials)
             bar.refresh()
@@ -52,21 +56,26 @@ def run_worker(study: optuna.Study, strategy: Strategy, space: SearchSpace, eval
             trial = study.ask()
             if trial.number not in _live(study)[1][:n_trials]:
                 study._storage.set_trial_user_attr(trial._trial_id, "surplus", True)
-                study.tell(trial, state=TrialState.FAIL)
+                study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
                 continue
             with Heartbeat(study._storage, trial._trial_id, heartbeat_s):
                 try:
                     arch = suggest_arch(trial, space, **context)
                     m = evaluator(arch)
                 except BaseException:
-                    study.tell(trial, state=TrialState.FAIL)
+                    study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
                     raise
-                for key, value in budget.violations(m.latency_ms, m.params).items():
-                    trial.set_constraint(key, value)
-                for key, value in trial_attrs(arch, m, strategy=strategy.name, budget=budget.name,
-                                              feasible=budget.met(m.latency_ms, m.params)).items():
-                    trial.set_user_attr(key, value)
-                study.tell(trial, strategy.values(m))
+                try:
+                    for key, value in budget.violations(m.latency_ms, m.params).items():
+                        trial.set_constraint(key, value)
+                    for key, value in trial_attrs(arch, m, strategy=strategy.name, budget=budget.name,
+                                                  feasible=budget.met(m.latency_ms, m.params)).items():
+                        trial.set_user_attr(key, value)
+                    study.tell(trial, strategy.values(m), skip_if_finished=True)
+                except optuna.exceptions.UpdateFinishedTrialError:
+                    pass  # another worker took this trial for dead (reaped as FAIL) while we evaluated: go on
+                if study._storage.get_trial(trial._trial_id).state != TrialState.COMPLETE:
+                    continue
             done_here += 1
             bar.set_postfix(top1=f"{m.top1:.1f}", lat=f"{m.latency_ms:.1f}ms")
     finally:
