@@ -25,19 +25,17 @@ from supernet.space import SearchSpace
 
 
 def kendall_tau(x: np.ndarray, y: np.ndarray) -> float:
-    """Kendall's tau-a of two samples (ties count as discordance-free zeros)."""
-    x, y = np.asarray(x), np.asarray(y)
-    n = len(x)
-    if n < 2:
-        return float("nan")
-    s = np.sign(x[:, None] - x[None, :]) * np.sign(y[:, None] - y[None, :])
-    return float(s[np.triu_indices(n, 1)].sum() / (n * (n - 1) / 2))
+    """Kendall's tau-b of two samples (scipy; ties handled), NaN for fewer than two points."""
+    from scipy.stats import kendalltau
+
+    return float(kendalltau(x, y).statistic) if len(x) >= 2 else float("nan")
 
 
 def spearman_rho(x: np.ndarray, y: np.ndarray) -> float:
-    """Spearman's rank correlation (Pearson correlation of the ranks)."""
-    rx, ry = np.argsort(np.argsort(x)), np.argsort(np.argsort(y))
-    return float(np.corrcoef(rx, ry)[0, 1])
+    """Spearman's rank correlation (scipy; tied values share their mean rank)."""
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(x, y).statistic) if len(x) >= 2 else float("nan")
 
 
 def accuracy_metrics(pred: np.ndarray, meas: np.ndarray) -> dict[str, float]:

@@ -47,7 +47,9 @@ def standalone_config(train_config: Mapping[str, Any], arch: ArchConfig, run_dir
         atomic_write_text(arch_file, arch.to_yaml())
     cfg = recipe_config(train_config)
     cfg["train"].update({"seed": int(seed), "eval_presets": [], "progress": bool(progress), "threads": threads,
-                         "init_from": None})
+                         "init_from": None,
+                         # checkpoints (the whole supernet's weights) at epoch ends only: short runs, many of them
+                         "checkpoint_every": 10**9})
     cfg["finetune"] = {"arch": str(arch_file), "weights": None}
     cfg["run_dir"] = str(run_dir)
     return OmegaConf.create(cfg)

@@ -131,6 +131,7 @@ def test_rank_statistics():
     assert kendall_tau([1, 2, 3, 4], [10, 20, 30, 40]) == 1.0
     assert kendall_tau([1, 2, 3, 4], [40, 30, 20, 10]) == -1.0
     assert spearman_rho([1, 2, 3], [2, 5, 9]) == pytest.approx(1.0)
+    assert spearman_rho([1, 1, 2], [1, 2, 3]) == pytest.approx(0.8660254)  # ties share their mean rank
 
 
 def test_mes():
