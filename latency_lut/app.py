@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from latency_lut.backends import make_backend
 from latency_lut.build import build_lut
+from latency_lut.check import check_lut, format_check
 from latency_lut.lut import LatencyLUT
 from latency_lut.timing import Protocol
 from latency_lut.validate import validate_lut
@@ -23,7 +24,7 @@ from supernet.arch import ArchConfig
 from supernet.errors import UserError, report_user_errors
 from supernet.space import SearchSpace
 
-COMMANDS = ("build", "validate", "show", "predict")
+COMMANDS = ("build", "validate", "show", "predict", "check")
 
 
 def _protocol(cfg: DictConfig) -> Protocol:
@@ -63,6 +64,14 @@ def run_lut(cfg: DictConfig) -> dict:
                         cfg.lut.get("limit"), str(cfg.lut.get("statistic", "q25")), int(cfg.lut.get("interleave", 16)))
         print(f"eformer-lut: {out} has {len(lut)} entries (complete={lut.meta['complete']}); CSV: {out.with_suffix('.csv')}")
         return {"entries": len(lut), "complete": lut.meta["complete"]}
+    if cfg.command == "check":
+        lut = LatencyLUT.load(out, space)
+        warn_if_foreign(lut, out, "eformer-lut")
+        c = cfg.lut.check
+        rep = check_lut(lut, space, backend, int(c.members), int(c.seed), _protocol(c.protocol),
+                        float(c.tolerance), float(c.required_share), bool(cfg.lut.progress))
+        print(format_check(str(out), rep))
+        return rep
     if cfg.command == "validate":
         v = cfg.lut.validate
         report_dir = Path(v.report_dir) if v.get("report_dir") else out.with_name(out.stem + "-validation")
