@@ -31,7 +31,7 @@ from search.params import distributions, params_of
 from search.proxy import AnalyticProxy, SupernetProxy
 from search.results import RUN_FILE, RUN_FORMAT, best_trial, completed
 from search.slimming import ACTION_KINDS, Candidate, SlimmingSettings, slim
-from search.storage import open_storage, storage_url
+from search.storage import dashboard_target, open_storage, storage_url
 from search.strategies import ALL_STRATEGIES, PARETO_DIRECTIONS, PARETO_METRICS, get_strategy, pareto_values
 from search.worker import run_worker
 from supernet.arch import PRESETS, ArchConfig
@@ -223,6 +223,9 @@ def run_search(cfg: DictConfig) -> dict[str, Any]:
     else:
         print("eformer-search: no feasible trial yet")
     print(f"eformer-search: {record['trials']} trials in {url}; export with: eformer-export arch --run {run_dir} --best")
+    target = dashboard_target(url)
+    if target:
+        print(f"eformer-search: browse the study with: optuna-dashboard {target}")
     return record
 
 

@@ -56,6 +56,15 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def dashboard_target(url: str) -> Optional[str]:
+    """What ``optuna-dashboard`` takes for this storage (an RDB URL, or a journal file's path); None in memory."""
+    if url == "memory:":
+        return None
+    if url.startswith("journal:"):
+        return url[len("journal:"):]
+    return url
+
+
 def open_storage(url: str) -> BaseStorage:
     """Open the storage behind a :func:`storage_url` identifier."""
     if url == "memory:":
