@@ -48,8 +48,8 @@ def check_meta(meta: dict[str, Any], path: Path) -> None:
     if cal is not None:
         ok = isinstance(cal, dict) and all(
             isinstance(cal.get(k), (int, float)) and not isinstance(cal.get(k), bool) and math.isfinite(cal[k]) for k in ("a", "b"))
-        if not ok or cal["a"] <= 0:
-            raise LUTError(f"{path}: calibration {cal!r} is not numbers a > 0 and b (refit with eformer-lut validate)")
+        if not ok:
+            raise LUTError(f"{path}: calibration {cal!r} is not finite numbers a and b (refit with eformer-lut validate)")
 
 
 def check_table(df: pd.DataFrame, meta: dict[str, Any], path: Path) -> None:

@@ -38,7 +38,8 @@ def main() -> None:
             worst = max(worst, float((local - got).abs().max()))
             count += int(q.grad is not None)
     if rank == 0:
-        print(f"max_abs_diff {worst:.3e} params_with_grad {count}")
+        print(f"max_abs_diff {worst:.3e} params_with_grad {count}", flush=True)
+    dist.barrier()  # both ranks done before teardown (a rank leaving early can abort gloo under load)
     dist.destroy_process_group()
     sys.exit(0 if worst <= 1e-6 else 1)
 

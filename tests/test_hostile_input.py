@@ -86,7 +86,7 @@ def _damaged_lut(tmp_path, change):
     (lambda lut: lut.table.loc.__setitem__((2, "heads"), None), "column 'heads' has empty values"),
     (lambda lut: lut.meta.pop("space_hash"), "metadata field 'space_hash' is None"),
     (lambda lut: lut.meta.__setitem__("statistic", "mean"), "metadata field 'statistic' is 'mean'"),
-    (lambda lut: lut.meta.__setitem__("calibration", {"a": "x", "b": 0}), "is not numbers a > 0 and b"),
+    (lambda lut: lut.meta.__setitem__("calibration", {"a": "x", "b": 0}), "is not finite numbers a and b"),
 ])
 def test_damaged_lut_is_one_line(tmp_path, change, message):
     path = _damaged_lut(tmp_path, change)
