@@ -3,7 +3,7 @@ training length, train the supernet, then ``eformer-search validate-proxy`` (mem
 LUT latency, each trained standalone with the same recipe and steps) and report Kendall's tau and
 Spearman's rho beside the training time and the S0-L gap.
 
-    python -m experiments.proxy_validation                                   # 32 px, 1 and 3 epochs
+    python -m experiments.proxy_validation                                   # 32 px, 1 epoch (the default recipe)
     python -m experiments.proxy_validation --image-sizes 32 64 --epochs 3
 
 Writes experiments/results/proxy_validation.{md,json} and copies each scatter plot beside them.
@@ -46,7 +46,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--work", default="runs/proxy_validation")
     parser.add_argument("--image-sizes", nargs="+", type=int, default=[32])
-    parser.add_argument("--epochs", nargs="+", type=int, default=[1, 3])
+    parser.add_argument("--epochs", nargs="+", type=int, default=[1])
     parser.add_argument("--members", type=int, default=10)
     parser.add_argument("--standalone-seeds", type=int, default=1)
     args = parser.parse_args()
