@@ -25,6 +25,7 @@ LUT_FORMAT = "eformer-lut/1"
 SIG_COLUMNS = [f.name for f in dataclasses.fields(BlockSignature)]
 STAT_COLUMNS = ["median_ms", "q25_ms", "iqr_ms", "cv", "min_ms", "n"]
 STATISTICS = {"median": "median_ms", "q25": "q25_ms"}
+INT_COLUMNS = ["n", "params", "macs"]  # counts: integers in the file and after loading
 
 
 class LUTError(UserError):
@@ -151,7 +152,8 @@ class LatencyLUT:
         import pyarrow.parquet as pq
 
         table = pa.Table.from_pandas(self.table, preserve_index=False)
-        table = table.replace_schema_metadata({b"eformer_lut": json.dumps(self.meta).encode()})
+        # keep pandas' own schema entry (dtypes) beside ours
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), b"eformer_lut": json.dumps(self.meta).encode()})
 
         def write(tmp: str) -> None:
             pq.write_table(table, tmp)
@@ -194,9 +196,9 @@ class LatencyLUT:
             raise LUTError(f"{p} was built for image size {meta['image_size']}, not {image_size}")
         df = table.to_pandas()
         check_table(df, meta, p)
-        for c in SIG_COLUMNS:
-            if c != "kind":
-                df[c] = df[c].astype(int)
+        for c in SIG_COLUMNS + INT_COLUMNS:
+            if c != "kind" and c in df.columns and df[c].notna().all():
+                df[c] = df[c].astype("int64")
         return cls(df, meta)
 
     def foreign_machine_warning(self, path: str | os.PathLike) -> Optional[str]:

@@ -201,3 +201,13 @@ def test_check_reports_lut_error_beside_repeatability(tiny_lut):
     assert "LUT vs measured" in lines[1] and "pass 1 vs pass 2" in lines[2]
     # an uncalibrated tiny LUT (plain block sum) over-predicts; the verdict line says either way
     assert lines[-1].startswith(f"eformer-lut check: {path} ") and "hold on this machine" in lines[-1].replace("holds", "hold")
+
+
+def test_save_keeps_pandas_metadata_and_integer_counts(tiny_lut, tmp_path):
+    import pyarrow.parquet as pq
+
+    path, _, _ = tiny_lut
+    out = LatencyLUT.load(path).save(tmp_path / "again.parquet")
+    assert {b"pandas", b"eformer_lut"} <= set(pq.read_table(out).schema.metadata)
+    again = LatencyLUT.load(out)
+    assert all(str(again.table[c].dtype) == "int64" for c in ("n", "params", "macs"))
