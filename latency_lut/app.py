@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from latency_lut.backends import make_backend
 from latency_lut.build import build_lut
 from latency_lut.check import check_lut, format_check
-from latency_lut.lut import LatencyLUT
+from latency_lut.lut import LatencyLUT, warn_if_foreign
 from latency_lut.timing import Protocol
 from latency_lut.validate import validate_lut
 from supernet.arch import ArchConfig
@@ -29,15 +29,6 @@ COMMANDS = ("build", "validate", "show", "predict", "check")
 
 def _protocol(cfg: DictConfig) -> Protocol:
     return Protocol(**OmegaConf.to_container(cfg, resolve=True))
-
-
-def warn_if_foreign(lut: LatencyLUT, path: str | Path, prog: str) -> None:
-    """Print one warning line on stderr when ``lut`` was measured on another machine or runtime."""
-    import sys
-
-    msg = lut.foreign_machine_warning(path)
-    if msg:
-        print(f"{prog}: {msg}", file=sys.stderr)
 
 
 def run_lut(cfg: DictConfig) -> dict:

@@ -226,3 +226,12 @@ class LatencyLUT:
             f"calibration: {cal_s}"
         )
 
+
+
+def warn_if_foreign(lut: LatencyLUT, path: str | os.PathLike, prog: str) -> None:
+    """Print one warning line on stderr when ``lut`` was measured on another machine or runtime."""
+    import sys
+
+    msg = lut.foreign_machine_warning(path)
+    if msg:
+        print(f"{prog}: {msg}", file=sys.stderr)

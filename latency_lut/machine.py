@@ -5,23 +5,12 @@ import os
 import platform
 from typing import Optional
 
-
-def _cpuinfo() -> dict[str, str]:
-    info: dict[str, str] = {}
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if ":" in line:
-                    key, _, value = line.partition(":")
-                    info.setdefault(key.strip(), value.strip())
-    except OSError:
-        pass
-    return info
+from supernet.hardware import cpuinfo
 
 
 def cpu_model() -> str:
     """CPU model name (e.g. 'AMD EPYC'), falling back to the platform processor string."""
-    return _cpuinfo().get("model name") or platform.processor() or platform.machine()
+    return cpuinfo().get("model name") or platform.processor() or platform.machine()
 
 
 def peak_gflops(threads: int) -> tuple[Optional[float], str]:
@@ -29,7 +18,7 @@ def peak_gflops(threads: int) -> tuple[Optional[float], str]:
 
     peak = threads x clock x 2 (FMA) x SIMD lanes (16 with AVX-512, 8 with AVX2) x 2 FMA units.
     """
-    info = _cpuinfo()
+    info = cpuinfo()
     flags = info.get("flags", "").split()
     try:
         mhz = float(info.get("cpu MHz", "0"))

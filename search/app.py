@@ -23,8 +23,7 @@ import optuna
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from latency_lut.app import warn_if_foreign
-from latency_lut.lut import LatencyLUT
+from latency_lut.lut import LatencyLUT, warn_if_foreign
 from search.budgets import Budget, budget_name, resolve_budget
 from search.metrics import CandidateEvaluator, resolve_mes, trial_attrs
 from search.params import distributions, params_of

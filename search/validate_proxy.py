@@ -26,8 +26,7 @@ import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from latency_lut.app import warn_if_foreign
-from latency_lut.lut import LatencyLUT
+from latency_lut.lut import LatencyLUT, warn_if_foreign
 from search.params import arch_hash
 from search.proxy import SupernetProxy
 from search.standalone import train_standalone

@@ -71,10 +71,10 @@ def run_worker(study: optuna.Study, strategy: Strategy, space: SearchSpace, eval
                     for key, value in trial_attrs(arch, m, strategy=strategy.name, budget=budget.name,
                                                   feasible=budget.met(m.latency_ms, m.params)).items():
                         trial.set_user_attr(key, value)
-                    study.tell(trial, strategy.values(m), skip_if_finished=True)
+                    told = study.tell(trial, strategy.values(m), skip_if_finished=True)
                 except optuna.exceptions.UpdateFinishedTrialError:
-                    pass  # another worker took this trial for dead (reaped as FAIL) while we evaluated: go on
-                if study._storage.get_trial(trial._trial_id).state != TrialState.COMPLETE:
+                    continue  # another worker took this trial for dead (reaped as FAIL) while we evaluated: go on
+                if told.state != TrialState.COMPLETE:
                     continue
             done_here += 1
             bar.set_postfix(top1=f"{m.top1:.1f}", lat=f"{m.latency_ms:.1f}ms")

@@ -1,6 +1,7 @@
 """Atomic file writes: a reader never sees a half-written file, a killed writer leaves none."""
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from pathlib import Path
@@ -60,6 +61,22 @@ def safe_torch_load(path: str | os.PathLike, error: type[Exception], what: str) 
 MAX_YAML_BYTES = 1 << 20  # architecture and space files are a few KB
 
 
+@functools.lru_cache(maxsize=1)
+def _data_loader() -> type:
+    """A SafeLoader that refuses anchors and aliases (built once; yaml is imported on first use)."""
+    import yaml
+
+    class DataLoader(yaml.SafeLoader):
+        def compose_node(self, parent, index):  # type: ignore[no-untyped-def]
+            if self.check_event(yaml.events.AliasEvent):
+                raise yaml.YAMLError("aliases (*name) are not allowed in data files")
+            if getattr(self.peek_event(), "anchor", None):
+                raise yaml.YAMLError("anchors (&name) are not allowed in data files")
+            return super().compose_node(parent, index)
+
+    return DataLoader
+
+
 def read_yaml_mapping(path: str | os.PathLike, error: type[Exception], what: str) -> dict[str, Any]:
     """A YAML data file's top-level mapping; a missing, oversized or malformed file, or a non-mapping,
     raises ``error`` naming the file.
@@ -69,22 +86,13 @@ def read_yaml_mapping(path: str | os.PathLike, error: type[Exception], what: str
     """
     import yaml
 
-    class _DataLoader(yaml.SafeLoader):
-        def compose_node(self, parent, index):  # type: ignore[no-untyped-def]
-            if self.check_event(yaml.events.AliasEvent):
-                raise yaml.YAMLError("aliases (*name) are not allowed in data files")
-            event = self.peek_event()
-            if getattr(event, "anchor", None):
-                raise yaml.YAMLError("anchors (&name) are not allowed in data files")
-            return super().compose_node(parent, index)
-
     p = Path(path)
     if not p.is_file():
         raise error(f"{p}: {what} file not found")
     if p.stat().st_size > MAX_YAML_BYTES:
         raise error(f"{p}: {p.stat().st_size} bytes; a {what} file is at most {MAX_YAML_BYTES} bytes")
     try:
-        data = yaml.load(p.read_text(encoding="utf-8"), Loader=_DataLoader)  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(p.read_text(encoding="utf-8"), Loader=_data_loader())  # noqa: S506 - a SafeLoader subclass
     except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as exc:  # malformed YAML
         raise error(f"{p}: not valid YAML ({exc.__class__.__name__}: {exc})".replace("\n", " ").splitlines()[0]) from None
     if not isinstance(data, dict):
