@@ -62,7 +62,7 @@ def main() -> None:
     runs = {}
     for b in BUDGETS:
         t0 = time.time()
-        run_search(compose("eformer_search", ["search=slimming", f"search.budget={b}", f"run_dir={work}/slimming-{b}",
+        run_search(compose("eformer_search", ["search=slimming", f"budget={b}", f"run_dir={work}/slimming-{b}",
                                               *(PAPER if args.paper else DEFAULT), *common]))
         runs[b] = read_run(work / f"slimming-{b}")
         print(f"slimming to {b}: {time.time() - t0:.0f} s, {runs[b]['trials']} candidates recorded")
@@ -73,10 +73,10 @@ def main() -> None:
     if not args.skip_compare:
         quick = f"{work}/cmp-slimming-s0"
         cmp_common = [f"proxy.cache={work}/proxy-cache-quick.jsonl", "progress=false", *QUICK[2:]]
-        run_search(compose("eformer_search", ["search=slimming", "search.budget=s0", f"run_dir={quick}", *QUICK, *cmp_common]))
+        run_search(compose("eformer_search", ["search=slimming", "budget=s0", f"run_dir={quick}", *QUICK, *cmp_common]))
         n_evals = read_run(quick)["trials"]
         for strat in ("nsga2", "tpe", "random"):
-            run_search(compose("eformer_search", [f"search={strat}", "search.budget=s0", f"search.n_trials={n_evals}",
+            run_search(compose("eformer_search", [f"search={strat}", "budget=s0", f"search.n_trials={n_evals}",
                                                   f"run_dir={work}/cmp-{strat}-s0", *cmp_common]))
         largest = lut.predict(lut.in_context(ArchConfig.preset("l")))
         pts = {}

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from experiments.common import RESULTS, ROOT, machine_header, write_result
+from conf import compose
+from experiments.common import RESULTS, machine_header, write_result
 from latency_lut.backends import make_backend
 from latency_lut.build import build_lut, space_signatures
 from latency_lut.lut import LatencyLUT
@@ -39,10 +40,10 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true", help="keep an existing LUT (skip the timed build)")
     parser.add_argument("--members", type=int, default=40)
     args = parser.parse_args()
-    conf = ROOT / "conf"
     space = SearchSpace.load("efficientformerv2")
-    device = OmegaConf.to_container(OmegaConf.load(conf / "device" / "ort.yaml"))
-    lut_cfg = OmegaConf.to_container(OmegaConf.load(conf / "lut" / "default.yaml"))
+    app = compose("eformer_lut", ["device=ort", "lut=default"])
+    device = OmegaConf.to_container(app.device, resolve=True)
+    lut_cfg = OmegaConf.to_container(app.lut, resolve=True)
     backend = make_backend(device)
     out = Path(args.out)
     build = {}

@@ -52,7 +52,7 @@ def main() -> None:
             r, s = rows[name], stats[name]
             lines.append(
                 f"| EfficientFormerV2-{name.upper()} | {r['params'] / 1e6:.2f} | {r['macs'] / 1e9:.2f} | "
-                f"{top1:.2f}\\* | {top5:.2f}\\* | [config]({link_prefix}conf/arch/{name}.yaml) | "
+                f"{top1:.2f}\\* | {top5:.2f}\\* | [config]({link_prefix}supernet/presets/{name}.yaml) | "
                 f"{s.median_ms:.2f} (IQR {s.iqr_ms:.2f}) |"
             )
         return header + "\n".join(lines) + "\n"

@@ -70,7 +70,7 @@ def main() -> None:
               f"threads={args.threads}"]
     runs = {}
     for b in sorted(args.budgets, key=["l", "s2", "s1", "s0"].index):  # each continues the previous path (cache)
-        run_search(compose("eformer_search", ["search=slimming", f"search.budget={b}", f"run_dir={work}/slimming-{b}",
+        run_search(compose("eformer_search", ["search=slimming", f"budget={b}", f"run_dir={work}/slimming-{b}",
                                               *SLIMMING, *common]))
         runs[b] = read_run(work / f"slimming-{b}")
     run_search(compose("eformer_search", ["search=nsga2", f"search.n_trials={args.nsga2_trials}",
@@ -138,11 +138,11 @@ def main() -> None:
         quick = ["search.expansion_scope=stage", "search.moves_per_step=4"]
         cmp_common = [f"supernet={supernet_file}", f"proxy.cache={work}/proxy-cache.jsonl", "progress=false",
                       f"threads={args.threads}"]
-        run_search(compose("eformer_search", ["search=slimming", "search.budget=s0", f"run_dir={work}/cmp-slimming-s0",
+        run_search(compose("eformer_search", ["search=slimming", "budget=s0", f"run_dir={work}/cmp-slimming-s0",
                                               *quick, *cmp_common]))
         n_evals = read_run(work / "cmp-slimming-s0")["trials"]
         for strat in ("nsga2", "tpe", "random"):
-            run_search(compose("eformer_search", [f"search={strat}", "search.budget=s0", f"search.n_trials={n_evals}",
+            run_search(compose("eformer_search", [f"search={strat}", "budget=s0", f"search.n_trials={n_evals}",
                                                   f"run_dir={work}/cmp-{strat}-s0", *cmp_common]))
         pts = {}
         for strat in ("slimming", "nsga2", "tpe", "random"):

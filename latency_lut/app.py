@@ -14,6 +14,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from conf.schemas import check_config, register_schemas
 from latency_lut.backends import make_backend
 from latency_lut.build import build_lut
 from latency_lut.check import check_lut, format_check
@@ -24,6 +25,8 @@ from supernet.arch import ArchConfig
 from supernet.errors import UserError, report_user_errors
 from supernet.space import SearchSpace
 
+register_schemas()
+
 COMMANDS = ("build", "validate", "show", "predict", "check")
 
 
@@ -33,6 +36,7 @@ def _protocol(cfg: DictConfig) -> Protocol:
 
 def run_lut(cfg: DictConfig) -> dict:
     """Run ``cfg.command`` and return a small summary."""
+    check_config(cfg)
     space = SearchSpace.from_dict(OmegaConf.to_container(cfg.space, resolve=True))
     out = Path(cfg.out)
     if cfg.command == "show":

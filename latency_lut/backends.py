@@ -13,9 +13,11 @@ A backend prepares a network or piece once (export, session) and then yields lat
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import shlex
 import statistics
+import string
 import subprocess
 import tempfile
 from pathlib import Path
@@ -128,14 +130,49 @@ class TorchBackend(Backend):
         return Prepared(lambda: [run() for _ in range(protocol.warmup)], sampler(run, x.sum, protocol))
 
 
+PLACEHOLDERS = ("onnx", "batch", "channels", "height", "width", "input_shape", "warmup", "repeats", "threads")
+MAX_COMMAND_FILE = 64 * 1024
+
+
+def command_template(command: Optional[str], command_file: Optional[str]) -> str:
+    """The device command template: ``device.command_file`` (a file holding it: no shell or Hydra quoting
+    needed) if given, else ``device.command``; checked for ``{onnx}`` and known placeholders only."""
+    if not command and not command_file:
+        raise DeviceError("device.command: give the template that runs {onnx} on the device (or device.command_file)")
+    where = "device.command"
+    if command_file:
+        where = f"device.command_file {command_file}"
+        path = Path(command_file)
+        if not path.is_file():
+            raise DeviceError(f"{where}: file not found")
+        if path.stat().st_size > MAX_COMMAND_FILE:
+            raise DeviceError(f"{where}: larger than {MAX_COMMAND_FILE // 1024} KiB; expected a one-line command template")
+        try:
+            command = path.read_text(encoding="utf-8").strip()
+        except UnicodeDecodeError:
+            raise DeviceError(f"{where}: not UTF-8 text; expected a command template") from None
+    assert command is not None
+    try:
+        names = [field for _, field, _, _ in string.Formatter().parse(command) if field is not None]
+    except ValueError as exc:
+        raise DeviceError(f"{where}: {exc} (write a literal brace as {{{{ or }}}})") from None
+    unknown = [n for n in names if n not in PLACEHOLDERS]
+    if unknown:
+        raise DeviceError(f"{where}: unknown placeholder {{{unknown[0]}}}; known: "
+                          f"{', '.join('{' + p + '}' for p in PLACEHOLDERS)} (a literal brace is {{{{ or }}}})")
+    if "onnx" not in names:
+        raise DeviceError(f"{where}: the template must contain {{onnx}} (the exported model's path)")
+    return command
+
+
 class CommandBackend(Backend):
     name = "command"
     self_timed = True  # the device's benchmark binary does the warm-up and repeats itself
 
-    def __init__(self, command: str, regex: str, timeout_s: float = 300.0, threads: int = 1, opset: int = 17,
-                 workdir: Optional[str] = None, label: str = "") -> None:
-        if "{onnx}" not in command:
-            raise DeviceError("device.command: the template must contain {onnx} (the exported model's path)")
+    def __init__(self, command: Optional[str] = None, regex: str = r"median_ms=([0-9.]+)", timeout_s: float = 300.0,
+                 threads: int = 1, opset: int = 17, workdir: Optional[str] = None, label: str = "",
+                 command_file: Optional[str] = None) -> None:
+        command = command_template(command, command_file)
         try:
             self.pattern = re.compile(regex)
         except re.error as exc:
@@ -162,8 +199,11 @@ class CommandBackend(Backend):
         if res.returncode != 0:
             tail = out.strip().splitlines()[-1] if out.strip() else ""
             raise DeviceError(f"device.command exited with {res.returncode}: {cmd} ({tail})")
-        values = [float(m) for m in self.pattern.findall(out)]
-        if not values:
+        try:
+            values = [float(m[0] if isinstance(m, tuple) else m) for m in self.pattern.findall(out)]
+        except ValueError:
+            raise DeviceError(f"device.regex {self.regex!r}: its first group did not capture a number in the output of: {cmd}") from None
+        if not values or not all(math.isfinite(v) and v > 0 for v in values):
             raise DeviceError(f"device.regex {self.regex!r} found no latency in the output of: {cmd}")
         return statistics.median(values)
 

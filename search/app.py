@@ -2,8 +2,8 @@
 
     eformer-search                                           # slimming to the S0 budget (SQLite in the run dir)
     eformer-search search=nsga2 search.n_trials=200
-    eformer-search search=tpe search.budget.latency_ms=20 search.budget.params_m=5
-    eformer-search -m search.budget=s0,s1,s2,l               # one study per budget
+    eformer-search search=tpe budget=none budget.latency_ms=20 budget.params_m=5
+    eformer-search -m budget=s0,s1,s2,l                    # one study per budget
     eformer-search search=nsga2 storage=journal worker=1     # one of N workers on one study (start N of them)
 
 Rerunning the same command continues the same study (finished work is not repeated). The run
@@ -23,6 +23,7 @@ import optuna
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from conf.schemas import check_config, register_schemas
 from latency_lut.lut import LatencyLUT, warn_if_foreign
 from search.budgets import Budget, budget_name, resolve_budget
 from search.metrics import CandidateEvaluator, resolve_mes, trial_attrs
@@ -38,6 +39,8 @@ from supernet.data import build_data
 from supernet.elastic import Supernet
 from supernet.errors import UserError, report_user_errors
 from supernet.io_utils import atomic_write_text
+
+register_schemas()
 
 OmegaConf.register_new_resolver("budget_name", budget_name, replace=True)
 
@@ -82,8 +85,7 @@ def build_proxy(cfg: DictConfig, supernet: Supernet, supernet_digest: str):
 def _settings(cfg: DictConfig, budget: Budget, space_hash: str, supernet_digest: str, lut: LatencyLUT) -> dict[str, Any]:
     """What must not change between a study and its continuation."""
     s = OmegaConf.to_container(cfg.search, resolve=True)
-    for k in ("n_trials", "budget"):
-        s.pop(k, None)
+    s.pop("n_trials", None)
     return {"search": s, "budget": [budget.latency_ms, budget.params], "space": space_hash, "supernet": supernet_digest,
             "lut": [lut.meta.get("created"), lut.meta.get("calibration")], "mes": OmegaConf.to_container(cfg.mes, resolve=True),
             "proxy": [cfg.proxy.kind, cfg.proxy.calib_images, cfg.proxy.val_images]}
@@ -157,6 +159,7 @@ def slimming_settings(s: DictConfig) -> SlimmingSettings:
 
 def run_search(cfg: DictConfig) -> dict[str, Any]:
     """Run (or continue) the study described by ``cfg``; write ``<run_dir>/search.json``; return it."""
+    check_config(cfg)
     started = time.time()
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
@@ -170,8 +173,7 @@ def run_search(cfg: DictConfig) -> dict[str, Any]:
     space, context = supernet.space, dict(supernet.context)
     lut = LatencyLUT.load(cfg.lut_file, space)
     warn_if_foreign(lut, cfg.lut_file, "eformer-search")
-    budget = resolve_budget(OmegaConf.to_container(cfg.search.budget, resolve=True)
-                            if OmegaConf.is_config(cfg.search.budget) else cfg.search.budget, lut, space)
+    budget = resolve_budget(OmegaConf.to_container(cfg.budget, resolve=True), lut, space)
     missing = lut.missing(lut.in_context(space.largest()))
     if missing:
         raise UserError(f"{cfg.lut_file}: incomplete LUT, e.g. no entry for {missing[0]} (finish it with eformer-lut build)")

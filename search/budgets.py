@@ -42,7 +42,7 @@ class Budget:
 
 
 def _split(spec: Any) -> tuple[Optional[str], Optional[float], Optional[float]]:
-    """(preset, latency_ms, params_m) of a ``search.budget`` value (a preset name or a mapping)."""
+    """(preset, latency_ms, params_m) of a ``budget`` value (a preset name or a mapping)."""
     if spec is None or spec == "none":
         return None, None, None
     if isinstance(spec, str):
@@ -50,15 +50,15 @@ def _split(spec: Any) -> tuple[Optional[str], Optional[float], Optional[float]]:
     if isinstance(spec, Mapping):
         extra = set(spec) - {"preset", "latency_ms", "params_m"}
         if extra:
-            raise UserError(f"search.budget: unknown key(s) {', '.join(sorted(map(str, extra)))}; "
+            raise UserError(f"budget: unknown key(s) {', '.join(sorted(map(str, extra)))}; "
                             "allowed: preset, latency_ms, params_m")
         for key in ("latency_ms", "params_m"):
             val = spec.get(key)
             if val is not None and (isinstance(val, bool) or not isinstance(val, (int, float)) or val <= 0):
-                raise UserError(f"search.budget.{key}: {val!r} must be a positive number")
+                raise UserError(f"budget.{key}: {val!r} must be a positive number")
         preset = spec.get("preset")
         return (str(preset).lower() if preset else None), spec.get("latency_ms"), spec.get("params_m")
-    raise UserError(f"search.budget: {spec!r} is not a preset name or a mapping")
+    raise UserError(f"budget: {spec!r} is not a preset name or a mapping")
 
 
 def budget_name(spec: Any) -> str:
@@ -69,7 +69,7 @@ def budget_name(spec: Any) -> str:
 
 
 def resolve_budget(spec: Any, lut: LatencyLUT, space: SearchSpace) -> Budget:
-    """A budget from ``search.budget``: a preset name (latency <= its LUT latency and params <= its
+    """A budget from ``budget``: a preset name (latency <= its LUT latency and params <= its
     parameters, on this LUT's device and deployment context), or a mapping with ``preset``,
     ``latency_ms`` and/or ``params_m`` where explicit numbers replace the preset's limit."""
     preset, lat, pm = _split(spec)
@@ -77,21 +77,21 @@ def resolve_budget(spec: Any, lut: LatencyLUT, space: SearchSpace) -> Budget:
     params_limit = int(round(pm * 1e6)) if pm is not None else None
     if preset is not None:
         if preset not in PRESETS:
-            raise UserError(f"search.budget: {preset!r} is not a preset ({', '.join(PRESETS)}); give a preset "
-                            "or search.budget.latency_ms / search.budget.params_m")
+            raise UserError(f"budget: {preset!r} is not a preset ({', '.join(PRESETS)}); give a preset "
+                            "or budget.latency_ms / budget.params_m")
         arch = lut.in_context(ArchConfig.preset(preset))
         if lut.missing(arch):
-            raise UserError(f"search.budget: preset {preset!r} cannot be timed with this LUT (space "
-                            f"{lut.meta['space_name']}); give search.budget.latency_ms / search.budget.params_m")
+            raise UserError(f"budget: preset {preset!r} cannot be timed with this LUT (space "
+                            f"{lut.meta['space_name']}); give budget.latency_ms / budget.params_m")
         lat_limit = lut.predict(arch) if lat is None else lat_limit
         params_limit = count_params(arch) if pm is None else params_limit
     budget = Budget(budget_name(spec), lat_limit, params_limit)
     smallest = lut.in_context(space.smallest())
     lat_min, params_min = lut.predict(smallest), count_params(smallest)
     if budget.latency_ms is not None and budget.latency_ms < lat_min:
-        raise UserError(f"search.budget: latency {budget.latency_ms:.2f} ms is below the smallest member's "
+        raise UserError(f"budget: latency {budget.latency_ms:.2f} ms is below the smallest member's "
                         f"{lat_min:.2f} ms on this LUT")
     if budget.params is not None and budget.params < params_min:
-        raise UserError(f"search.budget: {budget.params / 1e6:.3f} M parameters is below the smallest member's "
+        raise UserError(f"budget: {budget.params / 1e6:.3f} M parameters is below the smallest member's "
                         f"{params_min / 1e6:.3f} M")
     return budget

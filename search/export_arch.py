@@ -1,6 +1,6 @@
 """``eformer-export arch``: turn searched trials into things people train and deploy.
 
-For each chosen trial: ``<name>.yaml`` (a conf/arch-style ArchConfig in the LUT's deployment
+For each chosen trial: ``<name>.yaml`` (a supernet/presets-style ArchConfig in the LUT's deployment
 context, so build_model gives the recorded parameters and the LUT the recorded latency),
 ``<name>.pt`` (the member's weights extracted from the supernet, with its architecture in the
 supernet's context) and ``<name>.onnx`` (those weights, deploy form, checked under onnxruntime).

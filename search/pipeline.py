@@ -20,6 +20,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from conf import compose
+from conf.schemas import check_config, register_schemas
 from latency_lut.app import run_lut
 from latency_lut.lut import LatencyLUT
 from latency_lut.timing import Protocol
@@ -30,6 +31,8 @@ from search.results import RUN_FILE, read_run
 from supernet.errors import report_user_errors
 from supernet.io_utils import atomic_write_text
 from supernet.train.app import run_training
+
+register_schemas()
 
 
 def banner(i: int, n: int, text: str) -> None:
@@ -69,6 +72,7 @@ def export_stage(run_dir: str, *flags: str) -> dict[str, Any]:
 
 
 def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
+    check_config(cfg)
     started = time.time()
     work = Path(cfg.work_dir)
     n = 5
@@ -81,7 +85,7 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
     banner(3, n, f"search (eformer-search): slimming to {', '.join(b.upper() for b in cfg.budgets)}, then NSGA-II")
     runs = {}
     for b in cfg.budgets:
-        runs[b] = search_stage(["search=slimming", f"search.budget={b}", f"run_dir={work}/search/slimming-{b}",
+        runs[b] = search_stage(["search=slimming", f"budget={b}", f"run_dir={work}/search/slimming-{b}",
                                 *common, *cfg.slimming_overrides])
     nsga = search_stage(["search=nsga2", f"run_dir={work}/search/nsga2", *common, *cfg.nsga2_overrides])
     banner(4, n, "export (eformer-export arch)")

@@ -175,7 +175,7 @@ def slim(space: SearchSpace, evaluator: CandidateEvaluator, budget: Budget, cont
                                     f"steps (reached {m.latency_ms:.2f} ms, {m.params / 1e6:.2f} M params at {cur.summary()})")
             moves = candidate_actions(cur, space, settings.actions, settings.expansion_scope)
             if not moves:
-                raise SlimmingError(f"search.budget: no action left at {cur.summary()} ({m.latency_ms:.2f} ms, "
+                raise SlimmingError(f"budget: no action left at {cur.summary()} ({m.latency_ms:.2f} ms, "
                                     f"{m.params / 1e6:.2f} M params) and {budget.describe()} is not met")
             if any(evaluator.proxy.cached(a) is None for _, a in moves):
                 evaluator.proxy.reference(cur)  # incremental evaluation of the neighbours
@@ -194,7 +194,7 @@ def slim(space: SearchSpace, evaluator: CandidateEvaluator, budget: Budget, cont
                         c.action += " (no MES gain; scored per budget progress)"
                 ranked = sorted((c for c in cands if c.score is not None), key=lambda c: c.score)
             if not ranked:
-                raise SlimmingError(f"search.budget: no action at {cur.summary()} ({m.latency_ms:.2f} ms) improves MES or "
+                raise SlimmingError(f"budget: no action at {cur.summary()} ({m.latency_ms:.2f} ms) improves MES or "
                                     f"approaches {budget.describe()}")
             applied, targets, labels = cur, set(), []
             for c in ranked:

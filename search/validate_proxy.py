@@ -26,6 +26,7 @@ import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
+from conf.schemas import check_config, register_schemas
 from latency_lut.lut import LatencyLUT, warn_if_foreign
 from search.params import arch_hash
 from search.proxy import SupernetProxy
@@ -36,6 +37,8 @@ from supernet.elastic import Supernet
 from supernet.errors import UserError, report_user_errors
 from supernet.io_utils import atomic_write, atomic_write_text
 from supernet.signatures import count_params
+
+register_schemas()
 
 
 def stratified_members(supernet: Supernet, lut: LatencyLUT, n: int, pool: int, seed: int) -> list[ArchConfig]:
@@ -96,6 +99,7 @@ def _plot(rows: list[dict[str, Any]], stats: dict[str, Any], path: Path) -> None
 
 def run_validate_proxy(cfg: DictConfig) -> dict[str, Any]:
     """Score, train and compare; write the report files under ``cfg.run_dir``; return the summary."""
+    check_config(cfg)
     started = time.time()
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))

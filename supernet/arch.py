@@ -1,7 +1,7 @@
 """ArchConfig: the validated description of one EfficientFormerV2 network.
 
 It is the one vocabulary shared by the model builder, the analytic cost model, the supernet, the
-latency lookup table and the search. Presets (s0, s1, s2, l) live as YAML in ``conf/arch/``.
+latency lookup table and the search. Presets (s0, s1, s2, l) live as YAML in ``supernet/presets/``.
 """
 from __future__ import annotations
 
@@ -169,7 +169,7 @@ class ArchConfig:
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> "ArchConfig":
-        """One of the released configurations (s0, s1, s2, l), loaded from conf/arch/<name>.yaml."""
+        """One of the released configurations (s0, s1, s2, l), loaded from supernet/presets/<name>.yaml."""
         key = name.lower()
         if key not in PRESETS:
             raise ArchConfigError(f"unknown preset {name!r}: expected one of {', '.join(PRESETS)}")
@@ -200,8 +200,8 @@ def stage_resolution(image_size: int, stage: int) -> int:
 
 
 def preset_path(name: str) -> Path:
-    """Path of a preset YAML inside the installed ``conf`` package."""
-    return Path(str(importlib.resources.files("conf") / "arch" / f"{name}.yaml"))
+    """Path of a preset YAML shipped in the ``supernet`` package (supernet/presets/<name>.yaml)."""
+    return Path(str(importlib.resources.files("supernet") / "presets" / f"{name}.yaml"))
 
 
 # --------------------------------------------------------------------- parsing

@@ -1,6 +1,6 @@
 """The static EfficientFormerV2 network for any valid :class:`~supernet.arch.ArchConfig`.
 
-Structure (timm-style): arch table in ``conf/arch``, leaf ops in :mod:`supernet.layers`, blocks in
+Structure (timm-style): arch table in ``supernet/presets``, leaf ops in :mod:`supernet.layers`, blocks in
 :mod:`supernet.blocks`, stage and model here, builders :func:`build_model` and :func:`build_piece`.
 Every block is built from its :class:`~supernet.signatures.BlockSignature`, the same one the cost
 model and the latency table use.

@@ -14,7 +14,7 @@ import torch
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
-from conf import CONF_DIR, compose
+from conf import compose
 from helpers import kill_when
 from latency_lut.backends import OrtBackend
 from latency_lut.build import build_lut
@@ -41,7 +41,7 @@ def assets(tmp_path_factory):
     d = tmp_path_factory.mktemp("search")
     torch.manual_seed(0)
     net = Supernet(TINY, image_size=32, num_classes=10, distillation=False)
-    data = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "data" / "digits.yaml"))
+    data = OmegaConf.to_container(compose("eformer_train", ["data=digits"]).data, resolve=True)
     net.save(d / "supernet.pt", train_config={f"data.{k}": v for k, v in data.items()})
     build_lut(TINY, OrtBackend(threads=1), d / "tiny.parquet", protocol=Protocol(warmup=1, repeats=3),
               device_name="ort-test", progress=False, **DEPLOY)
@@ -93,8 +93,8 @@ def test_slimming_meets_budget_records_candidates_and_resumes(assets, tmp_path):
     lut = LatencyLUT.load(assets / "tiny.parquet")
     lo, hi = (lut.predict(lut.in_context(a)) for a in (TINY.smallest(), TINY.largest()))
     budget = round(lo + 0.4 * (hi - lo), 4)
-    cfg = compose("eformer_search", overrides(assets, tmp_path / "slim", f"search.budget.latency_ms={budget}",
-                                              "search.budget.preset=null"))
+    cfg = compose("eformer_search", overrides(assets, tmp_path / "slim", f"budget.latency_ms={budget}",
+                                              "budget=none"))
     rec = run_search(cfg)
     assert rec["best"]["latency_ms"] <= budget and rec["best"]["feasible"]
     assert rec["path"][0]["action"].startswith("start") and len(rec["path"]) >= 2
@@ -112,7 +112,7 @@ def test_sampler_strategies_in_memory(assets, tmp_path):
     for strat in ("nsga2", "tpe", "mes", "random"):
         rec = run_search(compose("eformer_search", overrides(
             assets, tmp_path / strat, f"search={strat}", "search.n_trials=12", "storage=memory", "proxy.kind=analytic",
-            "search.budget.preset=null", "search.budget.params_m=1.0")))
+            "budget=none", "budget.params_m=1.0")))
         assert rec["trials"] == 12, strat
         assert rec["best"] is not None and rec["best"]["feasible"] and rec["best"]["params"] <= 1_000_000
 
@@ -174,15 +174,19 @@ def test_reap_marks_silent_running_trials_failed():
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["search.name=anneal"], "search.name: 'anneal' is not a strategy; choose one of nsga2, tpe, mes, random, slimming"),
-    (["search.budget.preset=null", "search.budget.latency_ms=0.0001"], "is below the smallest member's"),
-    (["search.budget.preset=null", "search.budget.params_m=0.001"], "parameters is below the smallest member's"),
-    (["search.budget=s7"], "search.budget: 's7' is not a preset"),
-    (["search.budget=s1"], "search.budget: preset 's1' cannot be timed with this LUT (space tiny)"),
+    (["search.name=anneal"], "search.name: 'anneal' is not one of nsga2, tpe, mes, random, slimming"),
+    (["budget=none", "budget.latency_ms=0.0001"], "is below the smallest member's"),
+    (["budget=none", "budget.params_m=0.001"], "parameters is below the smallest member's"),
+    (["budget.preset=s7"], "budget.preset: 's7' is not one of s0, s1, s2, l"),
+    (["budget=s1"], "budget: preset 's1' cannot be timed with this LUT (space tiny)"),
+    (["search=nsga2", "search.n_trials=-5"], "search.n_trials: -5 must be >= 1"),
+    (["search=nsga2", "search.n_trials=0"], "search.n_trials: 0 must be >= 1"),
+    (["threads=-1"], "threads: -1 must be >= 1"),
+    (["storage.grace_s=0"], "storage.grace_s: 0.0 must be > 0"),
     (["lut_file=/nonexistent/lut.parquet"], "/nonexistent/lut.parquet: LUT file not found"),
     (["supernet=/nonexistent"], "supernet file not found"),
     (["storage.kind=redis"], "storage.kind: 'redis' is not one of sqlite, journal, url, memory"),
-    (["search.actions=[drop,prune]"], "search.actions: 'prune' - give a subset of drop, width, expansion"),
+    (["search.actions=[drop,prune]"], "give a non-empty subset of drop, width, expansion ('prune' is not one)"),
 ])
 @pytest.mark.slow
 def test_bad_overrides_are_one_line_errors(assets, tmp_path, extra, message):
@@ -258,8 +262,8 @@ def test_multirun_one_study_per_budget(assets, tmp_path):
     lo, hi = (lut.predict(lut.in_context(a)) for a in (TINY.smallest(), TINY.largest()))
     budgets = [round(lo + f * (hi - lo), 3) for f in (0.3, 0.7)]
     extra = [o for o in overrides(assets, "unused") if not o.startswith("run_dir=")]
-    res = subprocess.run([sys.executable, "-m", "search.app", "-m", *extra, "search.budget.preset=null",
-                          f"search.budget.latency_ms={budgets[0]},{budgets[1]}"], capture_output=True, text=True, cwd=tmp_path)
+    res = subprocess.run([sys.executable, "-m", "search.app", "-m", *extra, "budget=none",
+                          f"budget.latency_ms={budgets[0]},{budgets[1]}"], capture_output=True, text=True, cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-800:]
     for b in budgets:
         run = read_run(tmp_path / "runs" / "search" / f"slimming-{b:g}ms")

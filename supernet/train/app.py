@@ -25,6 +25,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+from conf.schemas import check_config, register_schemas
 from supernet.arch import ArchConfig
 from supernet.convert import convert_state_dict, read_checkpoint
 from supernet.data import build_data
@@ -49,6 +50,8 @@ from supernet.train.logs import JsonlLog
 from supernet.train.precision import resolve_precision
 from supernet.train.sandwich import sandwich_members, sandwich_step
 from supernet.train.schedule import warmup_cosine
+
+register_schemas()
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -92,6 +95,7 @@ def fixed_member(supernet: Supernet, cfg: DictConfig) -> ArchConfig | None:
 
 def run_training(cfg: DictConfig) -> Path:
     """Train (or resume, or confirm complete) the run in ``cfg.run_dir``; returns the supernet file."""
+    check_config(cfg)
     t = cfg.train
     info = init_distributed()
     if t.get("threads"):
