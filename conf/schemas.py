@@ -254,7 +254,7 @@ class SearchApp:
     threads: Optional[int] = setting(None, ge=1)
     progress: bool = True
     run_dir: str = MISSING
-    study_name: str = MISSING
+    study_name: Optional[str] = None
 
 
 @dataclasses.dataclass

@@ -91,6 +91,14 @@ def _settings(cfg: DictConfig, budget: Budget, space_hash: str, supernet_digest:
             "proxy": [cfg.proxy.kind, cfg.proxy.calib_images, cfg.proxy.val_images]}
 
 
+def default_study_name(strategy: str, budget: Budget, settings: dict[str, Any]) -> str:
+    """``<strategy>-<budget>-<8 hex>``: the digest of what must not change between a study and its
+    continuation, so unrelated runs never share a study on a shared storage, while every worker of one
+    experiment (same supernet, LUT and settings, on any host) joins the same one."""
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return f"{strategy}-{budget.name}-{digest}"
+
+
 def open_study(url: str, name: str, directions: list[str], settings: dict[str, Any],
                metric_names: Sequence[str]) -> optuna.Study:
     study = optuna.create_study(study_name=name, storage=open_storage(url), directions=directions, load_if_exists=True)
@@ -181,8 +189,8 @@ def run_search(cfg: DictConfig) -> dict[str, Any]:
     proxy = build_proxy(cfg, supernet, digest)
     evaluator = CandidateEvaluator(proxy, lut, resolve_mes(OmegaConf.to_container(cfg.mes, resolve=True), lut))
     run_dir.mkdir(parents=True, exist_ok=True)
-    study_name = str(cfg.study_name)
     settings = _settings(cfg, budget, space.hash, digest, lut)
+    study_name = str(cfg.study_name) if cfg.study_name else default_study_name(name, budget, settings)
     print(f"eformer-search: {name} on {space.name} ({space.hash}), budget {budget.describe()}, "
           f"study {study_name!r} in {url}; LUT {cfg.lut_file} measured on {lut.meta.get('machine', {}).get('cpu')} "
           f"({lut.meta.get('created')})")

@@ -51,7 +51,8 @@ def run_worker(study: optuna.Study, strategy: Strategy, space: SearchSpace, eval
             if complete >= n_trials:
                 return done_here
             if len(live) >= n_trials:
-                time.sleep(poll_s)  # the remaining trials are running elsewhere; they may yet fail
+                time.sleep(min(poll_s, grace_s / 4))  # the remaining trials are running elsewhere; they may yet fail
+                last_round = time.time()  # our own wait is not a stall
                 continue
             trial = study.ask()
             if trial.number not in _live(study)[1][:n_trials]:
