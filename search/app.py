@@ -175,6 +175,9 @@ def run_search(cfg: DictConfig) -> dict[str, Any]:
     if name not in ALL_STRATEGIES:
         raise UserError(f"search.name: {name!r} is not a strategy; choose one of {', '.join(ALL_STRATEGIES)}")
     slim_settings = slimming_settings(cfg.search) if name == "slimming" else None
+    if float(cfg.storage.heartbeat_s) * 2 > float(cfg.storage.grace_s):
+        raise UserError(f"storage.heartbeat_s: {cfg.storage.heartbeat_s} must be at most half of storage.grace_s "
+                        f"({cfg.storage.grace_s}): a live trial must beat several times within the grace period")
     run_dir = Path(cfg.run_dir)
     url = storage_url(OmegaConf.to_container(cfg.storage, resolve=True), run_dir)
     supernet = Supernet.load(cfg.supernet)

@@ -6,8 +6,9 @@
 * ``memory``: in-process (benchmarks, tests).
 
 Heartbeats are ours, the same for every storage: a worker's thread stamps its running trial's
-``heartbeat`` user attribute every ``interval_s``; any worker marks RUNNING trials whose last
-stamp (or start) is older than ``grace_s`` as FAIL, so a killed worker's trial is not left running.
+``heartbeat`` user attribute every ``interval_s``; any worker that has watched a RUNNING trial's
+stamp stay unchanged for ``grace_s`` marks it FAIL (:class:`StaleWatch`), so a killed worker's trial
+is not left running, and a storage stall that froze everyone is not taken for a death.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import contextlib
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Optional
+from typing import Any, Callable, Iterator, Mapping, Optional
 
 import optuna
 from optuna.storages import BaseStorage, InMemoryStorage, JournalStorage, RDBStorage
@@ -113,23 +114,46 @@ class Heartbeat:
         self._thread.join()
 
 
-def last_sign_of_life(trial: optuna.trial.FrozenTrial) -> float:
-    beat = trial.user_attrs.get("heartbeat")
-    if beat is not None:
-        return float(beat)
-    return trial.datetime_start.timestamp() if trial.datetime_start else time.time()
+class StaleWatch:
+    """Fails RUNNING trials whose worker died, judged by what this worker itself saw.
 
+    A trial is stale when this worker has watched its ``heartbeat`` stay unchanged for ``grace_s``
+    seconds of its own clock. Wall-clock ages are not used: a lock left by a killed worker stalls
+    every process (heartbeat threads included) for tens of seconds, after which every live heartbeat
+    looks old; and hosts sharing a database do not share a clock. A watch that could not look often
+    enough to tell (a read, or the gap since its last look, longer than ``grace_s / 2``) starts its
+    clock over, so only uninterrupted observation condemns a trial.
+    """
 
-def reap_stale(study: optuna.Study, grace_s: float, now: Optional[float] = None) -> list[int]:
-    """Mark RUNNING trials silent for more than ``grace_s`` seconds as FAIL; returns their numbers."""
-    now = time.time() if now is None else now
-    reaped = []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if now - last_sign_of_life(t) > grace_s:
+    def __init__(self, grace_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.grace_s, self.clock = grace_s, clock
+        self.seen: dict[int, tuple[Any, float]] = {}  # trial number -> (heartbeat value, since when unchanged)
+        self.last_look: Optional[float] = None
+
+    def look(self, study: optuna.Study) -> list[int]:
+        """Observe the RUNNING trials once; fail those unchanged for ``grace_s``; return their numbers."""
+        start = self.clock()
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        now = self.clock()
+        interrupted = self.last_look is None or now - start > self.grace_s / 2 or start - self.last_look > self.grace_s / 2
+        self.last_look = now
+        seen: dict[int, tuple[Any, float]] = {}
+        stale = []
+        for t in running:
+            beat = t.user_attrs.get("heartbeat")
+            before = self.seen.get(t.number)
+            since = before[1] if before is not None and before[0] == beat and not interrupted else now
+            seen[t.number] = (beat, since)
+            if now - since > self.grace_s:
+                stale.append(t)
+        self.seen = seen
+        reaped = []
+        for t in stale:
             try:
                 study._storage.set_trial_user_attr(t._trial_id, "failed_reason", "no heartbeat (worker died)")
                 study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
                 reaped.append(t.number)
             except Exception:  # another worker reaped (or the owner finished) it first
                 pass
-    return reaped
+            self.seen.pop(t.number, None)
+        return reaped

@@ -18,7 +18,7 @@ from tqdm import tqdm
 from search.budgets import Budget
 from search.metrics import CandidateEvaluator, trial_attrs
 from search.params import suggest_arch
-from search.storage import Heartbeat, reap_stale
+from search.storage import Heartbeat, StaleWatch
 from search.strategies import Strategy
 from supernet.space import SearchSpace
 
@@ -36,15 +36,12 @@ def run_worker(study: optuna.Study, strategy: Strategy, space: SearchSpace, eval
                grace_s: float = 30.0, poll_s: float = 1.0, progress: bool = True) -> int:
     """Work on ``study`` until it has ``n_trials`` COMPLETE trials; returns how many this worker completed."""
     done_here = 0
-    last_round = time.time()
+    watch = StaleWatch(grace_s)
     bar = tqdm(total=n_trials, initial=min(_live(study)[0], n_trials), desc=f"search {strategy.name}", unit="trial",
                disable=not progress, dynamic_ncols=True)
     try:
         while True:
-            now = time.time()
-            if now - last_round < grace_s / 2:  # after a stall of our own (e.g. a storage lock held by a killed
-                reap_stale(study, grace_s)       # worker) the others were stalled too: reap only when we were live
-            last_round = now
+            watch.look(study)
             complete, live = _live(study)
             bar.n = min(complete, n_trials)
             bar.refresh()
@@ -52,7 +49,6 @@ def run_worker(study: optuna.Study, strategy: Strategy, space: SearchSpace, eval
                 return done_here
             if len(live) >= n_trials:
                 time.sleep(min(poll_s, grace_s / 4))  # the remaining trials are running elsewhere; they may yet fail
-                last_round = time.time()  # our own wait is not a stall
                 continue
             trial = study.ask()
             if trial.number not in _live(study)[1][:n_trials]:
@@ -63,6 +59,8 @@ def run_worker(study: optuna.Study, strategy: Strategy, space: SearchSpace, eval
                 try:
                     arch = suggest_arch(trial, space, **context)
                     m = evaluator(arch)
+                except optuna.exceptions.UpdateFinishedTrialError:
+                    continue  # taken for dead (reaped as FAIL) by another worker while we suggested: go on
                 except BaseException:
                     study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
                     raise

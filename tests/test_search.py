@@ -6,7 +6,6 @@ import json
 import random
 import subprocess
 import sys
-import time
 
 import optuna
 import pytest
@@ -24,7 +23,7 @@ from search.app import run_search
 from search.params import arch_from_params, arch_hash, distributions, params_of
 from search.results import arch_of, completed, load_study, read_run
 from search.slimming import Action, apply_action, candidate_actions
-from search.storage import open_storage, reap_stale
+from search.storage import StaleWatch, open_storage
 from supernet import ArchConfig
 from supernet.elastic import Supernet
 from supernet.model import build_model
@@ -169,13 +168,39 @@ def test_killed_worker_loses_nothing_and_rerun_continues(assets, tmp_path):
     assert all(t.state == TrialState.FAIL for t in reaped)
 
 
-def test_reap_marks_silent_running_trials_failed():
+def test_stale_watch_fails_only_trials_it_saw_silent():
     study = optuna.create_study(storage=open_storage("memory:"))
     silent, alive = study.ask(), study.ask()
-    study._storage.set_trial_user_attr(alive._trial_id, "heartbeat", time.time() + 100)
-    assert reap_stale(study, grace_s=10, now=time.time() + 60) == [silent.number]
+    clock = [0.0]
+    watch = StaleWatch(grace_s=10, clock=lambda: clock[0])
+    for step in range(1, 40):  # looks every second; only the live trial's heartbeat moves
+        study._storage.set_trial_user_attr(alive._trial_id, "heartbeat", float(step))
+        reaped = watch.look(study)
+        clock[0] += 1.0
+        if reaped:
+            break
+    assert reaped == [silent.number] and 10 < step <= 12
     states = {t.number: t.state for t in study.get_trials()}
     assert states == {silent.number: TrialState.FAIL, alive.number: TrialState.RUNNING}
+    reason = study.get_trials()[silent.number].user_attrs["failed_reason"]
+    assert reason == "no heartbeat (worker died)"
+
+
+def test_stale_watch_forgives_a_stall_that_froze_everyone():
+    study = optuna.create_study(storage=open_storage("memory:"))
+    trial = study.ask()
+    study._storage.set_trial_user_attr(trial._trial_id, "heartbeat", 1.0)
+    clock = [0.0]
+    watch = StaleWatch(grace_s=10, clock=lambda: clock[0])
+    assert watch.look(study) == []
+    clock[0] += 30.0  # e.g. every process blocked 30 s on a lock left by a killed worker
+    assert watch.look(study) == []  # the gap interrupts the watch: the unchanged heartbeat is not held against it
+    clock[0] += 1.0
+    study._storage.set_trial_user_attr(trial._trial_id, "heartbeat", 2.0)  # its owner beats again
+    for _ in range(20):
+        assert watch.look(study) == []
+        study._storage.set_trial_user_attr(trial._trial_id, "heartbeat", clock[0] + 3)
+        clock[0] += 1.0
 
 
 @pytest.mark.parametrize("extra, message", [
