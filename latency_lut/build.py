@@ -5,11 +5,12 @@ with different settings (space, image size, device, protocol) is refused rather 
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 from tqdm import tqdm
 
@@ -85,6 +86,34 @@ def build_lut(
     out = Path(out)
     if statistic not in STATISTICS:
         raise LUTError(f"lut.statistic: {statistic!r} is not one of {', '.join(STATISTICS)}")
+    with exclusive_writer(out):
+        return _build(space, backend, out, image_size, num_classes, distillation, batch_size, protocol, device_name,
+                      progress, limit, statistic, interleave)
+
+
+@contextlib.contextmanager
+def exclusive_writer(out: Path) -> Iterator[None]:
+    """Hold ``.<out name>.lock`` beside ``out`` (an advisory lock the OS drops when the holder dies, even by SIGKILL) while building
+    ``out``: a second build of the same file is refused at once instead of interleaving writes with the first."""
+    import fcntl
+
+    lock = out.with_name(f".{out.name}.lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise LUTError(f"{out}: another eformer-lut build is writing this file; wait for it (a rerun then "
+                           "resumes where it stopped) or give another out=...") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _build(space: SearchSpace, backend: Backend, out: Path, image_size: int, num_classes: int, distillation: bool,
+           batch_size: int, protocol: Protocol, device_name: str, progress: bool, limit: Optional[int], statistic: str,
+           interleave: int) -> LatencyLUT:
     meta = lut_metadata(space, backend, device_name, image_size, num_classes, distillation, batch_size, protocol,
                         statistic, interleave)
     if out.is_file():

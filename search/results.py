@@ -19,22 +19,46 @@ TABLE_ATTRS = ("top1", "latency_ms", "params", "macs", "mes", "feasible", "strat
                "arch_hash", "step", "action", "chosen", "score")
 
 
+RUN_FIELDS: dict[str, type] = {"strategy": str, "study_name": str, "storage": str, "supernet": str, "lut": str,
+                               "budget": dict, "deploy_context": dict, "trials": int}
+
+
 def read_run(run_dir: str | Path) -> dict[str, Any]:
-    """The run record written by eformer-search (``<run_dir>/search.json``)."""
+    """The run record written by eformer-search (``<run_dir>/search.json``), checked field by field."""
     path = Path(run_dir) / RUN_FILE
     if not path.is_file():
         raise UserError(f"{path}: not found; --run must be an eformer-search run directory")
     try:
-        run = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: not valid JSON ({exc.msg})") from None
+        run = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: not valid JSON ({getattr(exc, 'msg', None) or exc.reason})") from None
+    if not isinstance(run, dict):
+        raise UserError(f"{path}: expected a JSON object, got {type(run).__name__}")
     if run.get("format") != RUN_FORMAT:
         raise UserError(f"{path}: unsupported format {run.get('format')!r} (expected {RUN_FORMAT})")
+    for key, kind in RUN_FIELDS.items():
+        if not isinstance(run.get(key), kind) or isinstance(run.get(key), bool):
+            raise UserError(f"{path}: field {key!r} is {run.get(key)!r}; expected a {kind.__name__} (rerun eformer-search "
+                            "to rewrite it)")
+    if not isinstance(run["budget"].get("name"), str):
+        raise UserError(f"{path}: field 'budget' has no 'name'; rerun eformer-search to rewrite it")
     return run
 
 
 def load_study(run: dict[str, Any]) -> optuna.Study:
-    return optuna.load_study(study_name=run["study_name"], storage=open_storage(run["storage"]))
+    """The study a run record names; a missing or unreadable storage is a one-line error."""
+    storage = run["storage"]
+    if storage.startswith("sqlite:///") and not Path(storage[len("sqlite:///"):]).is_file():
+        raise UserError(f"{storage[len('sqlite:///'):]}: study storage not found (the run directory is incomplete)")
+    try:
+        return optuna.load_study(study_name=run["study_name"], storage=open_storage(storage))
+    except KeyError:
+        raise UserError(f"study {run['study_name']!r} not found in {storage}") from None
+    except UserError:
+        raise
+    except Exception as exc:  # a damaged database or journal file (e.g. "file is not a database")
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(f"{storage}: cannot read the study storage ({type(exc).__name__}: {first[:200]})") from None
 
 
 def completed(study: optuna.Study) -> list[FrozenTrial]:

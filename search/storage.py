@@ -67,23 +67,28 @@ def dashboard_target(url: str) -> Optional[str]:
 
 
 def open_storage(url: str) -> BaseStorage:
-    """Open the storage behind a :func:`storage_url` identifier."""
+    """Open the storage behind a :func:`storage_url` identifier; a damaged file or unreachable server
+    is a one-line :class:`UserError` naming it."""
     if url == "memory:":
         return InMemoryStorage()
-    if url.startswith("journal:"):
-        path = Path(url[len("journal:"):])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(str(path)))
-    if url.startswith("sqlite:///"):
-        db = Path(url[len("sqlite:///"):])
-        db.parent.mkdir(parents=True, exist_ok=True)
-        # workers started together would race to create the schema ("table ... already exists"): one at a time
-        with _file_lock(db.with_name(db.name + ".lock")):
-            return RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 120}})
     try:
+        if url.startswith("journal:"):
+            path = Path(url[len("journal:"):])
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return JournalStorage(JournalFileBackend(str(path)))
+        if url.startswith("sqlite:///"):
+            db = Path(url[len("sqlite:///"):])
+            db.parent.mkdir(parents=True, exist_ok=True)
+            # workers started together would race to create the schema ("table ... already exists"): one at a time
+            # (a database that exists with no lock beside it was made elsewhere: opened as it is)
+            lock = db.with_name(db.name + ".lock")
+            with _file_lock(lock) if lock.exists() or not db.exists() else contextlib.nullcontext():
+                return RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 120}})
         return RDBStorage(url)
-    except Exception as exc:  # unreachable host, missing driver, bad URL
-        raise UserError(f"storage.url: cannot open {url!r} ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+    except Exception as exc:  # a damaged file, an unreachable host, a missing driver, a bad URL
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        where = "storage.url" if not url.startswith(("journal:", "sqlite:///")) else "study storage"
+        raise UserError(f"{where}: cannot open {url!r} ({type(exc).__name__}: {first[:200]})") from None
 
 
 class Heartbeat:

@@ -1,24 +1,67 @@
 """Atomic file writes: a reader never sees a half-written file, a killed writer leaves none."""
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
+import glob
 import os
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
+_WRITE_ERRNOS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
+                 errno.EACCES: "permission denied", errno.EPERM: "operation not permitted",
+                 errno.EROFS: "read-only file system", errno.ENOTDIR: "a parent path is not a directory",
+                 errno.EISDIR: "it is a directory", errno.ENAMETOOLONG: "file name too long",
+                 errno.ENOENT: "its directory cannot be created"}
+
+
+def _remove_dead_temporaries(target: Path) -> None:
+    """Delete ``.<name>.<pid>.*.tmp`` files beside ``target`` left by writers that no longer run (a kill)."""
+    for tmp in target.parent.glob(f".{glob.escape(target.name)}.*.tmp"):
+        pid = tmp.name[len(target.name) + 2:].split(".", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
-    """Call ``write(tmp_path)`` then rename the temporary file onto ``path`` (same directory)."""
+    """Call ``write(tmp_path)`` then rename the temporary file onto ``path`` (same directory).
+
+    The temporary is ``.<name>.<pid>.<random>.tmp``: a killed writer leaves at most that (never a partial
+    ``path``), and the next write to ``path`` removes it. A full disk, a read-only or forbidden location
+    raise :class:`UserError` naming the file; the previous ``path`` stays intact."""
+    from supernet.errors import UserError
+
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
+    tmp = None
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _remove_dead_temporaries(target)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent)
+        os.close(fd)
         write(tmp)
         os.replace(tmp, target)
+    except OSError as exc:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+        if exc.errno in _WRITE_ERRNOS:
+            raise UserError(f"{target}: cannot write ({_WRITE_ERRNOS[exc.errno]}); "
+                            f"{'the previous file is intact' if target.exists() else 'nothing was written'}") from None
+        raise
     except BaseException:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
         raise
     return target

@@ -121,3 +121,87 @@ def test_export_output_paths_are_checked_first(tmp_path):
         assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr, (args, res.stderr)
     assert torch.load(weights, weights_only=True)["x"].shape == (1,)  # the input is untouched
     assert not (tmp_path / "y.onnx").exists()
+
+
+def test_disk_full_is_one_line_and_keeps_the_old_file(tmp_path):
+    """A real ENOSPC from the kernel (/dev/full) in the middle of a write."""
+    from supernet.io_utils import atomic_write, atomic_write_text
+
+    target = atomic_write_text(tmp_path / "report.json", "old")
+
+    def write_to_full_disk(tmp: str) -> None:
+        with open(tmp, "w") as fh:
+            fh.write("partial")
+        with open("/dev/full", "w") as full:
+            full.write("x" * 65536)
+            full.flush()
+
+    with pytest.raises(UserError, match=r"report.json: cannot write \(no space left on the device\); the previous file is intact"):
+        atomic_write(target, write_to_full_disk)
+    assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["report.json"]
+
+
+def test_a_killed_writers_temporary_is_removed_by_the_next_write(tmp_path):
+    from supernet.io_utils import atomic_write_text
+
+    proc = subprocess.Popen(["sleep", "0"])
+    proc.wait()  # a pid that no longer runs
+    stale = tmp_path / f".lut.parquet.{proc.pid}.k1ll3d.tmp"
+    stale.write_text("half")
+    atomic_write_text(tmp_path / "lut.parquet", "whole")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lut.parquet"]
+
+
+def test_second_lut_build_of_one_file_is_refused(tmp_path):
+    from latency_lut.build import exclusive_writer
+
+    out = tmp_path / "t.parquet"
+    with exclusive_writer(out):  # a build in progress (this process holds the lock)
+        res = subprocess.run(["eformer-lut", "build", "space=tiny", "image_size=64", "num_classes=10", "lut=quick",
+                              "lut.progress=false", f"out={out}"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and "another eformer-lut build is writing this file" in res.stderr
+    assert "Traceback" not in res.stderr and not out.exists()
+
+
+def _run_record(**over):
+    rec = {"format": "eformer-search/1", "strategy": "random", "study_name": "random-none-0", "storage": "sqlite:///x",
+           "supernet": "s.pt", "lut": "l.parquet", "budget": {"name": "none"}, "deploy_context": {}, "trials": 1}
+    rec.update(over)
+    return {k: v for k, v in rec.items() if v is not None}
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("no_study_name", "field 'study_name' is None; expected a str"),
+    ("list", "expected a JSON object, got list"),
+    ("binary", "not valid JSON"),
+    ("random_db", "cannot open 'sqlite:///"),
+    ("missing_db", "study storage not found"),
+    ("random_journal", "cannot open 'journal:"),
+])
+def test_damaged_run_directory_is_one_line(tmp_path, damage, message):
+    import json
+
+    run = tmp_path / "run"
+    run.mkdir()
+    db, journal = run / "study.db", run / "study.journal"
+    records = {
+        "no_study_name": _run_record(study_name=None),
+        "list": [1, 2],
+        "random_db": _run_record(storage=f"sqlite:///{db}"),
+        "missing_db": _run_record(storage=f"sqlite:///{db}"),
+        "random_journal": _run_record(storage=f"journal:{journal}"),
+    }
+    if damage == "binary":
+        (run / "search.json").write_bytes(os.urandom(256))
+    else:
+        (run / "search.json").write_text(json.dumps(records[damage]))
+    if damage == "random_db":
+        db.write_bytes(os.urandom(8192))
+    if damage == "random_journal":
+        journal.write_bytes(os.urandom(8192))
+    before = sorted(p.name for p in run.iterdir())
+    res = subprocess.run(["eformer-export", "arch", "--run", str(run), "--best", "--out", str(tmp_path / "x")],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr, res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+    assert sorted(p.name for p in run.iterdir()) == before and not (tmp_path / "x").exists()
