@@ -49,8 +49,13 @@ def check_meta(meta: dict[str, Any], path: Path) -> None:
     if cal is not None:
         ok = isinstance(cal, dict) and all(
             isinstance(cal.get(k), (int, float)) and not isinstance(cal.get(k), bool) and math.isfinite(cal[k]) for k in ("a", "b"))
+        kinds = cal.get("kinds") if isinstance(cal, dict) else None
+        if ok and kinds is not None:
+            ok = isinstance(kinds, dict) and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in kinds.values())
         if not ok:
-            raise LUTError(f"{path}: calibration {cal!r} is not finite numbers a and b (refit with eformer-lut validate)")
+            raise LUTError(f"{path}: calibration {cal!r} is not finite numbers a and b (and per-kind factors) "
+                           "(refit with eformer-lut validate)")
 
 
 def check_table(df: pd.DataFrame, meta: dict[str, Any], path: Path) -> None:
@@ -95,6 +100,8 @@ class LatencyLUT:
         }
         cal = self.meta.get("calibration") or {}
         self.a, self.b = float(cal.get("a", 1.0)), float(cal.get("b", 0.0))
+        self.kind_factors: Optional[dict[str, float]] = (
+            {str(k): float(v) for k, v in cal["kinds"].items()} if cal.get("kinds") else None)
 
     # ------------------------------------------------------------------ identity
     @property
@@ -138,9 +145,20 @@ class LatencyLUT:
                 f"{self.meta['space_hash']}, {self.meta['num_classes']} classes, distillation {self.meta['distillation']})"
             ) from None
 
+    def kind_sums(self, arch: ArchConfig) -> dict[str, float]:
+        """The uncalibrated piece latencies of ``arch`` summed per piece kind (stem, ffn, attn, embed, ...)."""
+        self.block_sum(arch)  # the same checks (image size, missing entries)
+        out: dict[str, float] = {}
+        for s in arch_signatures(arch):
+            out[s.kind] = out.get(s.kind, 0.0) + self._ms[s]
+        return out
+
     def predict(self, arch: ArchConfig) -> float:
-        """Predicted latency (ms): ``a * block_sum(arch) + b``."""
-        return self.a * self.block_sum(arch) + self.b
+        """Predicted latency (ms): ``sum_k a_k * kind_sum_k + b`` with a per-kind calibration,
+        ``a * block_sum(arch) + b`` with a global one (``eformer-lut validate`` fits and picks)."""
+        if self.kind_factors is None:
+            return self.a * self.block_sum(arch) + self.b
+        return sum(self.kind_factors.get(k, self.a) * v for k, v in self.kind_sums(arch).items()) + self.b
 
     def set_calibration(self, **calibration: Any) -> None:
         self.meta["calibration"] = calibration

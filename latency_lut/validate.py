@@ -1,9 +1,11 @@
 """Calibrate and validate a LUT against end-to-end measurements of whole networks.
 
 N random members (plus S0/S1/S2/L) are exported whole and measured on the same backend,
-interleaved so machine noise is shared. ``measured ~ a * sum(blocks) + b`` is fitted on a random
-half of the members and stored in the LUT; the other half reports MAPE, the share within +-5% and
-+-10%, Kendall tau and Spearman rho, and a predicted-vs-measured scatter PNG is written.
+interleaved so machine noise is shared, in two independent passes. Calibrations
+(:mod:`latency_lut.calibration`: global ``a * sum + b`` and per piece kind) are fitted on a random half
+of the members and the better one by leave-one-out error is stored in the LUT; the other half reports
+MAPE, the share within +-5% and +-10%, Kendall tau and Spearman rho for each model and for the second
+pass against the first (the machine's own repeatability), and a scatter PNG is written.
 """
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ import numpy as np
 from tqdm import tqdm
 
 from latency_lut.backends import Backend
+from latency_lut.calibration import choose
+from latency_lut.calibration import predict as predict_with
 from latency_lut.lut import LatencyLUT
 from latency_lut.timing import Protocol, Stats, measure_samplers
 from supernet.arch import PRESETS, ArchConfig
@@ -75,44 +79,59 @@ def validate_lut(
     fit_fraction: float = 0.5,
     out_dir: str | Path | None = None,
     progress: bool = True,
+    passes: int = 2,
 ) -> dict[str, Any]:
-    """Measure, fit and report; stores the calibration in the LUT file. Returns the report."""
+    """Measure, fit and report; stores the chosen calibration in the LUT file. Returns the report.
+
+    Every network is measured in ``passes`` independent interleaved passes (own order, own warm-up). The LUT is
+    fitted on and judged against pass 1; pass 2 against pass 1 is the measurement's own repeatability on the same
+    held-out members: the ceiling no predictor can beat on this machine."""
     lut = LatencyLUT.load(lut_path, space=space)
     ctx, batch = lut.context, int(lut.meta["batch_size"])
     rng = random.Random(seed)
     archs = {f"m{i:03d}": space.sample(rng, **ctx).replace(name=f"m{i:03d}") for i in range(members)}
     archs.update({p: ArchConfig.preset(p).replace(**ctx) for p in PRESETS if space.contains(ArchConfig.preset(p))})
-    stats = measure_networks(archs, backend, protocol, batch, seed, progress)
+    runs = [measure_networks(archs, backend, protocol, batch, seed + 1000 * k, progress) for k in range(passes)]
+    stats = runs[0]
+    stat = lut.statistic
     sums = {k: lut.block_sum(a) for k, a in archs.items()}
+    kinds = {k: lut.kind_sums(a) for k, a in archs.items()}
     names = [k for k in archs if k.startswith("m")]
     order = names[:]
     random.Random(seed + 1).shuffle(order)
     n_fit = max(2, int(round(len(order) * fit_fraction)))
     fit, held = order[:n_fit], order[n_fit:]
-    xs = np.array([sums[k] for k in fit])
-    stat = lut.statistic
     ys = np.array([stats[k].value(stat) for k in fit])
-    a, b = np.polyfit(xs, ys, 1)
-    xh = np.array([sums[k] for k in held])
+    chosen, candidates = choose(np.array([sums[k] for k in fit]), [kinds[k] for k in fit], ys)
     yh = np.array([stats[k].value(stat) for k in held])
+    xh, kh = np.array([sums[k] for k in held]), [kinds[k] for k in held]
+    ablation = {name: accuracy_metrics(predict_with(cal, xh, kh), yh) for name, cal in candidates.items()}
+    repeatability = (accuracy_metrics(np.array([runs[1][k].value(stat) for k in held]), yh) if passes > 1 else None)
+
+    def lut_ms(k: str) -> float:
+        return float(predict_with(chosen, np.array([sums[k]]), [kinds[k]])[0])
+
     report: dict[str, Any] = {
-        "lut": str(lut_path), "members": members, "fit": len(fit), "held_out": len(held),
-        "calibration": {"a": float(a), "b": float(b)},
-        "held_out_calibrated": accuracy_metrics(a * xh + b, yh),
-        "held_out_uncalibrated_sum": accuracy_metrics(xh, yh),
+        "lut": str(lut_path), "members": members, "fit": len(fit), "held_out": len(held), "passes": passes,
+        "calibration": chosen, "candidates": candidates,
+        "held_out_calibrated": ablation[chosen["model"]],
+        "held_out_uncalibrated_sum": ablation["sum"],
+        "held_out_by_model": ablation,
+        "repeatability_pass2_vs_pass1": repeatability,
         "protocol": protocol.__dict__, "statistic": stat,
         "presets": {
-            p: {"lut_ms": float(a * sums[p] + b), "block_sum_ms": sums[p], "measured_ms": stats[p].value(stat),
+            p: {"lut_ms": lut_ms(p), "block_sum_ms": sums[p], "measured_ms": stats[p].value(stat),
                 "measured_median_ms": stats[p].median_ms,
-                "error_pct": float(100 * (a * sums[p] + b - stats[p].value(stat)) / stats[p].value(stat))}
+                "error_pct": float(100 * (lut_ms(p) - stats[p].value(stat)) / stats[p].value(stat))}
             for p in archs if not p.startswith("m")
         },
-        "points": [{"name": k, "arch": archs[k].summary(), "block_sum_ms": sums[k], "measured_ms": stats[k].value(stat),
-                    "measured_median_ms": stats[k].median_ms, "iqr_ms": stats[k].iqr_ms,
+        "points": [{"name": k, "arch": archs[k].summary(), "block_sum_ms": sums[k], "lut_ms": lut_ms(k),
+                    "measured_ms": stats[k].value(stat), "measured_median_ms": stats[k].median_ms, "iqr_ms": stats[k].iqr_ms,
+                    **({"pass2_ms": runs[1][k].value(stat)} if passes > 1 else {}),
                     "split": "fit" if k in fit else "held_out"} for k in names],
     }
-    lut.set_calibration(a=float(a), b=float(b), fitted_on=len(fit),
-                        held_out=report["held_out_calibrated"], date=lut.meta["created"])
+    lut.set_calibration(**{k: v for k, v in chosen.items() if k in ("model", "a", "b", "kinds")}, fitted_on=len(fit),
+                        held_out=report["held_out_calibrated"], repeatability=repeatability, date=lut.meta["created"])
     lut.save(lut_path, csv=True)
     if out_dir is not None:
         out = Path(out_dir)
@@ -129,16 +148,15 @@ def scatter_png(report: dict[str, Any], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    a, b = report["calibration"]["a"], report["calibration"]["b"]
     fig, ax = plt.subplots(figsize=(5.5, 5))
     for split, marker in (("fit", "o"), ("held_out", "s")):
         pts = [p for p in report["points"] if p["split"] == split]
-        ax.scatter([p["measured_ms"] for p in pts], [a * p["block_sum_ms"] + b for p in pts], marker=marker,
+        ax.scatter([p["measured_ms"] for p in pts], [p["lut_ms"] for p in pts], marker=marker,
                    alpha=0.7, label=f"{split.replace('_', '-')} ({len(pts)})")
     for name, p in report["presets"].items():
         ax.scatter([p["measured_ms"]], [p["lut_ms"]], marker="*", s=160, color="black")
         ax.annotate(name.upper(), (p["measured_ms"], p["lut_ms"]), textcoords="offset points", xytext=(6, -4))
-    values = [p["measured_ms"] for p in report["points"]] + [a * p["block_sum_ms"] + b for p in report["points"]]
+    values = [p["measured_ms"] for p in report["points"]] + [p["lut_ms"] for p in report["points"]]
     values += [v for p in report["presets"].values() for v in (p["measured_ms"], p["lut_ms"])]
     hi = max(values) * 1.05
     xs = np.linspace(0, hi, 50)

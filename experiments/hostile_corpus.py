@@ -1,0 +1,376 @@
+"""The developers' fault and hostile-input corpus: every CLI, tried as a careless user and as an attacker would.
+
+    python -m experiments.hostile_corpus            # all cases (about 6 minutes on 2 cores)
+    python -m experiments.hostile_corpus --only lut  # the cases of one class
+
+Each case runs one command in a fresh directory (timeout 120 s) and is judged on: a non-zero exit; no
+Python traceback; a short message (one line for our errors; Hydra's own few-line message for overrides that
+fail at composition); no code executed (a marker file a malicious pickle would create); nothing written in the
+working directory, and no changed input file. Results: experiments/results/hostile_corpus.{md,json}.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from experiments.common import machine_header, write_result
+
+MARKER = "PWNED_MARKER"
+
+
+@dataclass
+class Case:
+    cls: str
+    name: str
+    argv: list[str]
+    setup: Callable[[Path, Path], None] = lambda cwd, assets: None
+    hydra_message: bool = False  # Hydra's composition error (a few lines) is the expected answer
+    inputs: list[str] = field(default_factory=list)  # files (relative to cwd) that must not change
+
+
+class Evil:
+    """A pickle that creates the marker file when unpickled with weights_only=False."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.path}",))
+
+
+def evil_pickle(path: Path, marker: Path) -> None:
+    with open(path, "wb") as fh:
+        pickle.dump({"state": Evil(str(marker))}, fh)
+
+
+def build_assets(d: Path) -> None:
+    """A tiny supernet, a tiny LUT and a finished tiny search, made with the project's own APIs."""
+    from conf import compose
+    from experiments.kill_test import make_assets
+    from search.app import run_search
+
+    supernet, lut = make_assets(d)
+    run_search(compose("eformer_search", [f"supernet={supernet}", f"lut_file={lut}", f"run_dir={d / 'run'}",
+                                          "proxy.kind=analytic", "search=random", "search.n_trials=4", "storage=sqlite",
+                                          "progress=false", "mes.units.latency_ms=1.0", "budget=none"]))
+
+
+def lut_with(assets: Path, change: Callable) -> Callable[[Path, Path], None]:
+    def setup(cwd: Path, _: Path) -> None:
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(assets / "tiny.parquet")
+        df = table.to_pandas()
+        meta = json.loads(table.schema.metadata[b"eformer_lut"])
+        df, meta = change(df, meta)
+        import pyarrow as pa
+
+        out = pa.Table.from_pandas(df, preserve_index=False)
+        out = out.replace_schema_metadata({**(out.schema.metadata or {}), b"eformer_lut": json.dumps(meta).encode()})
+        pq.write_table(out, cwd / "bad.parquet")
+    return setup
+
+
+def write(name: str, text: str | bytes) -> Callable[[Path, Path], None]:
+    def setup(cwd: Path, _: Path) -> None:
+        (cwd / name).parent.mkdir(parents=True, exist_ok=True)
+        (cwd / name).write_bytes(text if isinstance(text, bytes) else text.encode())
+    return setup
+
+
+def chain(*setups: Callable[[Path, Path], None]) -> Callable[[Path, Path], None]:
+    def setup(cwd: Path, assets: Path) -> None:
+        for s in setups:
+            s(cwd, assets)
+    return setup
+
+
+def cases(assets: Path) -> list[Case]:
+    sn, lut = str(assets / "supernet.pt"), str(assets / "tiny.parquet")
+    search = ["eformer-search", f"supernet={sn}", f"lut_file={lut}", "run_dir=out", "proxy.kind=analytic", "progress=false",
+              "mes.units.latency_ms=1.0"]
+    lut_build = ["eformer-lut", "build", "space=tiny", "image_size=64", "num_classes=10", "lut=quick", "lut.progress=false", "out=out/t.parquet"]
+    train = ["eformer-train", "data=digits", "space=tiny", "run_dir=out", "train.progress=false"]
+    out: list[Case] = []
+    add = out.append
+
+    # ---- typed overrides (Hydra composition or our declared constraints)
+    for app, base, overrides in (
+        ("search", search, ["search=nsga2 search.n_trials=abc", "worker=abc", "storage.grace_s=abc", "seed=1.5", "threads=x",
+                            "search=random search.n_trials=[1]", "proxy.calib_images=abc", "budget.latency_ms=fast",
+                            "search.lrr=1", "storage.heartbeat_s=abc"]),
+        ("train", train, ["train.epochs=abc", "train.lr=abc", "train.batch_size=1.5", "data.image_size=abc", "train.progress=maybe",
+                          "train.eval_presets=abc", "train.unknown=1", "data.calib_size=abc"]),
+        ("lut", lut_build, ["lut.limit=abc", "device.threads=abc", "image_size=abc", "lut.protocol.repeats=abc", "num_classes=1e3x",
+                            "lut.interleave=abc"]),
+    ):
+        for o in overrides:
+            add(Case("typed overrides (wrong type, unknown key)", f"{app}: {o}", [*base, *o.split()], hydra_message=True))
+    for app, base, overrides in (
+        ("search", search, ["search=nsga2 search.n_trials=-5", "search=nsga2 search.n_trials=0", "search=nsga2 search.population_size=0",
+                            "threads=-1", "worker=-1", "storage.grace_s=0", "storage.heartbeat_s=20", "proxy.val_images=0",
+                            "search.max_steps=0", "search.score_by=acc", "search.expansion_scope=all", "search.actions=[]",
+                            "budget.latency_ms=-3", "budget.params_m=0", "budget.preset=s9", "storage.kind=redis", "search.moves_per_step=0"]),
+        ("train", train, ["train.batch_size=0", "train.lr=-1", "train.epochs=0", "train.precision=fp8", "data.image_size=33",
+                          "data.image_size=4096", "train.label_smoothing=2", "train.num_random=-1", "train.checkpoint_every=0",
+                          "data.calib_size=1", "data.hflip=3", "train.eval_presets=[s9]", "train.threads=0", "train.lr=nan"]),
+        ("lut", lut_build, ["lut.limit=-3", "lut.limit=0", "lut.protocol.repeats=0", "lut.protocol.warmup=-1", "image_size=100",
+                            "image_size=0", "lut.statistic=max", "device.opset=99", "device.threads=0", "lut.protocol.cache=hot",
+                            "batch_size=0", "num_classes=0", "device.graph_optimization=max"]),
+    ):
+        for o in overrides:
+            add(Case("out-of-range values", f"{app}: {o}", [*base, *o.split()]))
+
+    # ---- damaged LUT files
+    import numpy as np
+
+    def drop(col):
+        return lambda df, m: (df.drop(columns=[col]), m)
+
+    def setcol(col, val):
+        def f(df, m):
+            df = df.copy()
+            df.loc[df.index[0], col] = val
+            return df, m
+        return f
+
+    def meta(change):
+        return lambda df, m: (df, change(dict(m)))
+
+    lut_changes = {
+        "no q25_ms column": drop("q25_ms"), "no signature column": drop("kind"), "NaN latency": setcol("q25_ms", np.nan),
+        "negative latency": setcol("q25_ms", -1.0), "inf latency": setcol("q25_ms", np.inf), "NaN in signature column": setcol("c_in", np.nan),
+        "metadata without space_hash": meta(lambda m: {k: v for k, v in m.items() if k != "space_hash"}),
+        "non-numeric calibration": meta(lambda m: {**m, "calibration": {"a": "x", "b": 0}}), "unknown statistic": meta(lambda m: {**m, "statistic": "max"}),
+        "other image size": meta(lambda m: {**m, "image_size": 96}), "other space hash": meta(lambda m: {**m, "space_hash": "0" * 12}),
+    }
+    for label, change in lut_changes.items():
+        add(Case("damaged LUT files", f"predict: {label}", ["eformer-lut", "predict", "space=tiny", "arch_file=s0", "out=bad.parquet"],
+                 lut_with(assets, change), inputs=["bad.parquet"]))
+        add(Case("damaged LUT files", f"search: {label}", [*search, "lut_file=bad.parquet"], lut_with(assets, change), inputs=["bad.parquet"]))
+    for label, data in (("random bytes", os.urandom(4096)), ("empty file", b""), ("CSV named .parquet", b"a,b\n1,2\n")):
+        add(Case("damaged LUT files", f"show: {label}", ["eformer-lut", "show", "out=bad.parquet"], write("bad.parquet", data), inputs=["bad.parquet"]))
+    add(Case("damaged LUT files", "metadata is a list", ["eformer-lut", "show", "out=bad.parquet"],
+             lut_with(assets, lambda df, m: (df, [1, 2])), inputs=["bad.parquet"]))
+
+    # ---- architecture YAML files (data, not code)
+    good = (Path(__file__).resolve().parents[1] / "supernet" / "presets" / "s0.yaml").read_text()
+    arch_cases = {
+        "path traversal name": good.replace("name: s0", "name: ../../../x"), "5000-char name": good.replace("name: s0", "name: " + "a" * 5000),
+        "interpolation": good.replace("name: s0", "name: ${oc.env:HOME}"), "width 1e9": good.replace("width: 32", "width: 1000000000"),
+        "negative expansion": good.replace("expansion: 4", "expansion: -4", 1), "unknown block type": good.replace("type: ffn", "type: conv", 1),
+        "billion laughs": "a: &a [x,x,x,x,x,x,x,x,x]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\n"
+                          "d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\ne: [*d,*d,*d,*d,*d,*d,*d,*d,*d]\n",
+        "a list": "- 1\n- 2\n", "a python tag": "name: !!python/object/apply:os.system ['touch PWNED_MARKER']\n",
+        "binary": os.urandom(512), "2 MiB file": "# " + "x" * (2 << 20) + "\n" + good, "image size 33": good.replace("image_size: 224", "image_size: 33"),
+        "string width": good.replace("width: 32", "width: wide"), "no stages": "name: x\nimage_size: 224\n", "1000 stages": good + "".join(
+            "  - width: 32\n    blocks: [{type: ffn, expansion: 4}]\n" for _ in range(1000)),
+    }
+    for label, text in arch_cases.items():
+        add(Case("architecture files", f"predict: {label}", ["eformer-lut", "predict", "space=tiny", f"out={lut}", "arch_file=a.yaml"],
+                 write("a.yaml", text), inputs=["a.yaml"]))
+    for label in ("path traversal name", "interpolation", "billion laughs", "width 1e9", "a python tag"):
+        add(Case("architecture files", f"export onnx: {label}", ["eformer-export", "onnx", "--arch", "a.yaml", "--out", "out/x.onnx"],
+                 write("a.yaml", arch_cases[label]), inputs=["a.yaml"]))
+
+    # ---- pickles and checkpoints (no code execution)
+    def evil(name):
+        return lambda cwd, _: ((cwd / name).parent.mkdir(parents=True, exist_ok=True), evil_pickle(cwd / name, cwd / MARKER))
+
+    add(Case("pickles and checkpoints", "malicious supernet=", [*search, "supernet=evil.pt"], evil("evil.pt")))
+    add(Case("pickles and checkpoints", "malicious --weights", ["eformer-export", "onnx", "--arch", "s0", "--weights", "evil.pt",
+                                                                  "--out", "out/x.onnx"], evil("evil.pt")))
+    add(Case("pickles and checkpoints", "malicious convert input", ["eformer-export", "convert", "--arch", "s0", "evil.pt", "out/x.pt"],
+             evil("evil.pt")))
+    add(Case("pickles and checkpoints", "malicious checkpoint.pt in a run dir", [*train, "run_dir=r"], evil("r/checkpoint.pt")))
+    add(Case("pickles and checkpoints", "malicious finetune weights", [*train, "finetune.arch=s0", "finetune.weights=evil.pt"], evil("evil.pt")))
+    add(Case("pickles and checkpoints", "malicious supernet named in search.json",
+             ["eformer-export", "arch", "--run", "r", "--best", "--out", "out"],
+             chain(evil("evil.pt"), lambda cwd, a: ((cwd / "r").mkdir(exist_ok=True), (cwd / "r" / "search.json").write_text(
+                 (a / "run" / "search.json").read_text().replace(json.dumps(str((a / "supernet.pt").resolve())),
+                                                                  json.dumps(str((cwd / "evil.pt").resolve()))))))))
+    for label, data in (("random bytes", os.urandom(2048)), ("empty", b""), ("JSON", b'{"a": 1}')):
+        add(Case("pickles and checkpoints", f"supernet= {label}", [*search, "supernet=bad.pt"], write("bad.pt", data)))
+        add(Case("pickles and checkpoints", f"--weights {label}", ["eformer-export", "onnx", "--arch", "s0", "--weights", "bad.pt",
+                                                                      "--out", "out/x.onnx"], write("bad.pt", data)))
+
+    def wrong_shapes(cwd: Path, _: Path) -> None:
+        torch.save({"stem.0.weight": torch.zeros(3, 3)}, cwd / "w.pt")
+
+    add(Case("pickles and checkpoints", "state dict with wrong keys", ["eformer-export", "onnx", "--arch", "s0", "--weights", "w.pt",
+                                                                         "--out", "out/x.onnx"], wrong_shapes))
+
+    # ---- unusable paths
+    def weights(cwd: Path, _: Path) -> None:
+        from supernet.arch import ArchConfig
+        from supernet.model import build_model
+
+        torch.save(build_model(ArchConfig.preset("s0").replace(image_size=64, num_classes=10)).state_dict(), cwd / "w.pt")
+
+    onnx = ["eformer-export", "onnx", "--arch", "s0"]
+    add(Case("unusable paths", "--out is a directory", [*onnx, "--out", "d"], lambda cwd, _: (cwd / "d").mkdir()))
+    add(Case("unusable paths", "--out under a regular file", [*onnx, "--out", "f/x.onnx"], write("f", "x"), inputs=["f"]))
+    add(Case("unusable paths", "--out equals --weights", [*onnx, "--image-size", "64", "--weights", "w.pt", "--out", "w.pt"], weights, inputs=["w.pt"]))
+    add(Case("unusable paths", "--opset 99", [*onnx, "--opset", "99", "--out", "out/x.onnx"]))
+    add(Case("unusable paths", "--opset abc", [*onnx, "--opset", "abc", "--out", "out/x.onnx"]))
+    add(Case("unusable paths", "missing --weights", [*onnx, "--weights", "nope.pt", "--out", "out/x.onnx"]))
+    add(Case("unusable paths", "LUT out under a regular file", [*lut_build[:-1], "out=f/t.parquet"], write("f", "x"), inputs=["f"]))
+    add(Case("unusable paths", "LUT out is a directory", [*lut_build[:-1], "out=d"], lambda cwd, _: (cwd / "d").mkdir()))
+    add(Case("unusable paths", "supernet= a directory", [*search, "supernet=d"], lambda cwd, _: (cwd / "d").mkdir()))
+    add(Case("unusable paths", "lut_file missing", [*search, "lut_file=nope.parquet"]))
+    add(Case("unusable paths", "export arch to a file", ["eformer-export", "arch", "--run", str(assets / "run"), "--best", "--out", "f"],
+             write("f", "x"), inputs=["f"]))
+
+    # ---- damaged run directories
+    rec = json.loads((assets / "run" / "search.json").read_text())
+
+    def run_dir(record, extra=None):
+        def setup(cwd: Path, _: Path) -> None:
+            (cwd / "r").mkdir()
+            (cwd / "r" / "search.json").write_text(record if isinstance(record, str) else json.dumps(record))
+            if extra:
+                extra(cwd)
+        return setup
+
+    export = ["eformer-export", "arch", "--run", "r", "--best", "--out", "out"]
+    add(Case("damaged run directories", "search.json without study_name", export, run_dir({k: v for k, v in rec.items() if k != "study_name"})))
+    add(Case("damaged run directories", "search.json not JSON", export, run_dir("{not json")))
+    add(Case("damaged run directories", "search.json a list", export, run_dir("[1, 2]")))
+    add(Case("damaged run directories", "study.db random bytes", export,
+             run_dir({**rec, "storage": "sqlite:///STUDY"}, lambda cwd: None)))
+    cases_db = out[-1]
+    cases_db.setup = lambda cwd, _: ((cwd / "r").mkdir(), (cwd / "r" / "study.db").write_bytes(os.urandom(8192)),
+                                     (cwd / "r" / "search.json").write_text(json.dumps({**rec, "storage": f"sqlite:///{cwd / 'r' / 'study.db'}"})))
+    add(Case("damaged run directories", "study missing from storage", export, lambda cwd, _: (
+        (cwd / "r").mkdir(), (cwd / "r" / "search.json").write_text(json.dumps({**rec, "study_name": "nope"})))))
+    add(Case("damaged run directories", "--trial not in study", ["eformer-export", "arch", "--run", str(assets / "run"), "--trial", "999",
+                                                                "--out", "out"]))
+    add(Case("damaged run directories", "not a run directory", export, lambda cwd, _: (cwd / "r").mkdir()))
+    add(Case("damaged run directories", "journal random bytes", [*search, "storage=journal", "search=random", "search.n_trials=2"],
+             write("out/study.journal", os.urandom(4096))))
+    add(Case("damaged run directories", "study.db random bytes (search)", [*search, "search=random", "search.n_trials=2"],
+             write("out/study.db", os.urandom(8192))))
+    add(Case("damaged run directories", "training checkpoint random bytes", [*train, "run_dir=r"], write("r/checkpoint.pt", os.urandom(4096))))
+
+    # ---- data
+    def imagefolder(n_calib: int) -> Callable[[Path, Path], None]:
+        def setup(cwd: Path, _: Path) -> None:
+            from PIL import Image
+
+            for split, n in (("train", 4), ("val", n_calib)):
+                for c in ("a", "b"):
+                    d = cwd / "img" / split / c
+                    d.mkdir(parents=True)
+                    for i in range(n):
+                        Image.new("RGB", (40, 40), (i * 9 % 255, 0, 0)).save(d / f"{i}.png")
+        return setup
+
+    add(Case("data", "imagefolder with 1 calibration image", [*train, "data=imagefolder", "data.root=img", "data.calib_size=1",
+                                                              "data.image_size=32"], imagefolder(1)))
+    add(Case("data", "imagefolder too small for calibration", [*train, "data=imagefolder", "data.root=img", "data.calib_size=10",
+                                                               "data.image_size=32", "data.num_workers=0"], imagefolder(2)))
+    add(Case("data", "imagefolder root missing", [*train, "data=imagefolder", "data.root=nope"]))
+    add(Case("data", "cifar10 without root", [*train, "data=cifar10"]))
+    add(Case("data", "fashion root with a truncated file", [*train, "data=fashion", "data.root=fm"], chain(
+        write("fm/train-images-idx3-ubyte", b"\x00\x00\x08\x03" + b"\x00" * 20), write("fm/train-labels-idx1-ubyte", b"\x00"),
+        write("fm/t10k-images-idx3-ubyte", b""), write("fm/t10k-labels-idx1-ubyte", b""))))
+    add(Case("data", "digits with a root", [*train, "data.root=x"]))
+
+    # ---- device commands
+    lut_cmd = [*lut_build, "device=command"]
+    for label, over in (
+        ("template without {onnx}", ["device.command=echo"]), ("unknown placeholder", ["device.command='run {onnx} {model}'"]),
+        ("unbalanced brace", ["device.command='run {onnx'"]), ("bad regex", ["device.regex='(['"]), ("regex without group", ["device.regex=ms"]),
+        ("command fails", ["device.command='false {onnx}'"]), ("prints no latency", ["device.command='echo {onnx}'"]),
+        ("prints a non-number", ["device.command='echo median_ms=abc {onnx}'", "device.regex='median_ms=(\\S+)'"]),
+        ("command_file missing", ["device.command_file=nope.cmd"]), ("timeout", ["device.command='sleep 5; echo {onnx}'", "device.timeout_s=1"]),
+    ):
+        add(Case("device commands", label, [*lut_cmd, *over]))
+    add(Case("device commands", "command_file binary", [*lut_cmd, "device.command_file=c.cmd"], write("c.cmd", os.urandom(300))))
+    add(Case("device commands", "GPU provider on a CPU build", [*lut_build, "device.providers=[CUDAExecutionProvider]"]))
+
+    # ---- storages
+    add(Case("storages", "url without a URL", [*search, "storage=url"]))
+    add(Case("storages", "unreachable PostgreSQL", [*search, "storage=url", "storage.url='postgresql+psycopg://u:p@127.0.0.1:1/x'"]))
+    add(Case("storages", "unknown SQLAlchemy dialect", [*search, "storage=url", "storage.url='nosuchdb://x'"]))
+    add(Case("storages", "slimming that cannot meet its budget", [*search, "search.max_steps=1", "budget=none",
+                                                                  "budget.params_m=0.2"]))
+    return out
+
+
+def run_case(case: Case, assets: Path, work: Path, timeout: float) -> dict:
+    cwd = Path(tempfile.mkdtemp(prefix="case-", dir=work))
+    case.setup(cwd, assets)
+    before = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in cwd.rglob("*") if p.is_file()}
+    started = time.time()
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    try:
+        res = subprocess.run(case.argv, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+        rc, err, hang = res.returncode, res.stderr, False
+    except subprocess.TimeoutExpired as exc:
+        rc, err, hang = None, (exc.stderr or b"").decode() if isinstance(exc.stderr, bytes) else (exc.stderr or ""), True
+    after = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in cwd.rglob("*") if p.is_file()}
+    written = sorted(str(p.relative_to(cwd)) for p in after if p not in before and not p.name.startswith(".") and p.name != MARKER)
+    changed = sorted(str(p.relative_to(cwd)) for p in before if p in after and before[p] != after[p])
+    lines = [line for line in err.strip().splitlines() if line.strip() and "Warning" not in line and "warn(" not in line]
+    executed = (cwd / MARKER).exists()
+    traceback = "Traceback (most recent call last)" in err
+    short = len(lines) == 1 or (case.hydra_message and len(lines) <= 8)
+    clean = rc not in (0, None) and not traceback and not executed and not written and not changed and short and not hang
+    shutil.rmtree(cwd, ignore_errors=True)
+    return {"class": case.cls, "case": case.name, "argv": " ".join(case.argv), "rc": rc, "traceback": traceback, "executed": executed,
+            "hang": hang, "written": written, "changed_inputs": changed, "message_lines": len(lines),
+            "message": lines[-1][:300] if lines else "", "clean": clean, "seconds": round(time.time() - started, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--only", default=None, help="run only the classes whose name contains this")
+    parser.add_argument("--timeout", type=float, default=120.0)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="hostile-") as tmp:
+        work = Path(tmp)
+        assets = work / "assets"
+        assets.mkdir()
+        build_assets(assets)
+        todo = [c for c in cases(assets) if not args.only or args.only in c.cls]
+        from tqdm import tqdm
+
+        rows = [run_case(c, assets, work, args.timeout) for c in tqdm(todo, desc="hostile corpus", unit="case")]
+    classes = sorted({r["class"] for r in rows}, key=[r["class"] for r in rows].index)
+    lines = ["# Fault and hostile-input corpus", "",
+             f"`python -m experiments.hostile_corpus` - {len(rows)} cases against eformer-train, eformer-lut, eformer-search and "
+             "eformer-export. Clean = non-zero exit, no traceback, no code executed, nothing written in the working directory, "
+             "inputs unchanged, no hang (120 s), and a one-line message (Hydra's own short message for wrong types at composition).",
+             "", machine_header(), "",
+             "| class | cases | clean | tracebacks | code executed | written / changed | hangs |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for c in classes + ["all"]:
+        rs = [r for r in rows if c == "all" or r["class"] == c]
+        lines.append(f"| {'**all**' if c == 'all' else c} | {len(rs)} | {sum(r['clean'] for r in rs)} | {sum(r['traceback'] for r in rs)} | "
+                     f"{sum(r['executed'] for r in rs)} | {sum(bool(r['written'] or r['changed_inputs']) for r in rs)} | {sum(r['hang'] for r in rs)} |")
+    bad = [r for r in rows if not r["clean"]]
+    lines += ["", "## Cases that are not clean" if bad else "All cases are clean.", ""]
+    lines += [f"- {r['class']} / {r['case']}: rc {r['rc']}, {r['message_lines']} lines, written {r['written']}, last line: `{r['message']}`"
+              for r in bad]
+    lines += ["", "## Every case and its message", "", "| class | case | exit | message |", "| --- | --- | --- | --- |"]
+    lines += [f"| {r['class']} | {r['case']} | {r['rc']} | {r['message'].replace('|', '/')[:160]} |" for r in rows]
+    print(write_result("hostile_corpus" if not args.only else f"hostile_corpus_{args.only.split()[0]}", "\n".join(lines) + "\n",
+                       {"rows": rows}).read_text()[:3000])
+    sys.exit(1 if bad else 0)
+
+
+if __name__ == "__main__":
+    main()
