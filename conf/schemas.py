@@ -21,10 +21,10 @@ from supernet.errors import UserError
 
 def setting(default: Any = MISSING, *, ge: Optional[float] = None, gt: Optional[float] = None,
             le: Optional[float] = None, choices: Optional[tuple] = None, subset_of: Optional[tuple] = None,
-            multiple_of: Optional[int] = None) -> Any:
+            multiple_of: Optional[int] = None, nonempty: Optional[bool] = None) -> Any:
     """A dataclass field with value constraints (checked by :func:`check_config`)."""
     meta = {k: v for k, v in {"ge": ge, "gt": gt, "le": le, "choices": choices, "subset_of": subset_of,
-                              "multiple_of": multiple_of}.items() if v is not None}
+                              "multiple_of": multiple_of, "nonempty": nonempty}.items() if v is not None}
     if isinstance(default, (list, dict)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -191,7 +191,7 @@ class TPESearchSchema(SamplerSearchSchema):
 
 @dataclasses.dataclass
 class SlimmingSearchSchema(SearchSchema):
-    actions: List[str] = setting(["drop", "width", "expansion"], subset_of=("drop", "width", "expansion"))
+    actions: List[str] = setting(["drop", "width", "expansion"], subset_of=("drop", "width", "expansion"), nonempty=True)
     expansion_scope: str = setting("block", choices=("block", "stage"))
     moves_per_step: int = setting(1, ge=1)
     max_steps: int = setting(500, ge=1)
@@ -268,7 +268,7 @@ class PipelineApp:
     work_dir: str = "runs/pipeline"
     lut_overrides: List[str] = setting([])
     train_overrides: List[str] = setting([])
-    budgets: List[str] = setting(["s0", "s1", "s2", "l"], subset_of=("s0", "s1", "s2", "l"))
+    budgets: List[str] = setting(["s0", "s1", "s2", "l"], subset_of=("s0", "s1", "s2", "l"), nonempty=True)
     slimming_overrides: List[str] = setting([])
     nsga2_overrides: List[str] = setting([])
     measure: MeasureSchema = dataclasses.field(default_factory=MeasureSchema)
@@ -326,8 +326,8 @@ def _violation(value: Any, meta: dict[str, Any]) -> Optional[str]:
         return f"is not one of {', '.join(map(str, meta['choices']))}"
     if "subset_of" in meta:
         bad = [v for v in value if v not in meta["subset_of"]]
-        if bad or not value:
-            return f"give a non-empty subset of {', '.join(meta['subset_of'])}" + (f" ({bad[0]!r} is not one)" if bad else "")
+        if bad or (not value and meta.get("nonempty")):
+            return f"give a {'non-empty ' if meta.get('nonempty') else ''}subset of {', '.join(meta['subset_of'])}" + (f" ({bad[0]!r} is not one)" if bad else "")
     if "ge" in meta and value < meta["ge"]:
         return f"must be >= {meta['ge']:g}"
     if "gt" in meta and value <= meta["gt"]:

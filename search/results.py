@@ -15,8 +15,6 @@ from supernet.errors import UserError
 
 RUN_FILE = "search.json"
 RUN_FORMAT = "eformer-search/1"
-TABLE_ATTRS = ("top1", "latency_ms", "params", "macs", "mes", "feasible", "strategy", "budget", "summary",
-               "arch_hash", "step", "action", "chosen", "score")
 
 
 RUN_FIELDS: dict[str, type] = {"strategy": str, "study_name": str, "storage": str, "supernet": str, "lut": str,
@@ -66,16 +64,16 @@ def completed(study: optuna.Study) -> list[FrozenTrial]:
 
 
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
-    """One row per trial: number, state, values and the recorded candidate attributes."""
-    rows = []
-    for t in study.get_trials(deepcopy=False):
-        row: dict[str, Any] = {"number": t.number, "state": t.state.name}
-        for i, v in enumerate(t.values or []):
-            row[f"value_{i}"] = v
-        row.update({k: t.user_attrs.get(k) for k in TABLE_ATTRS})
-        row["arch"] = json.dumps(t.user_attrs["arch"]) if "arch" in t.user_attrs else None
-        rows.append(row)
-    return pd.DataFrame(rows)
+    """Optuna's own ``trials_dataframe()`` (number, values named by the study's metric names, params,
+    datetimes, duration, state, user attributes, constraints) with the architecture as one JSON column;
+    bookkeeping attributes (heartbeats, surplus markers, the nested arch dict) left out."""
+    df = study.trials_dataframe(multi_index=False)
+    drop = [c for c in df.columns if c in ("user_attrs_heartbeat", "user_attrs_arch", "user_attrs_slim_key")]
+    df = df.drop(columns=drop)
+    by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
+    df["arch"] = [json.dumps(by_number[n].user_attrs["arch"]) if "arch" in by_number[n].user_attrs else None
+                  for n in df["number"]]
+    return df
 
 
 def arch_of(trial: FrozenTrial) -> ArchConfig:

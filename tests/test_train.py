@@ -119,3 +119,14 @@ def test_torchrun_two_processes(tmp_path):
     final = json.loads((run_dir / "final.json").read_text())
     assert final["world"] == 2 and final["ranks_identical"]
     assert len(set(final["parameters_sha256_per_rank"])) == 1 and len(final["parameters_sha256_per_rank"]) == 2
+
+
+@pytest.mark.slow
+def test_multirun_gives_every_job_its_own_run_dir(tmp_path):
+    res = subprocess.run(["eformer-train", "-m", "data=digits", "space=tiny", "train.epochs=1", "train.batch_size=256",
+                          "train.progress=false", "train.lr=0.001,0.002", "run_dir=runs/t"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-800:]
+    finals = sorted(p.parent.name for p in (tmp_path / "runs" / "t").rglob("final.json"))
+    assert finals == [f"data=digits,space=tiny,train.batch_size=256,train.epochs=1,train.lr={lr}" for lr in ("0.001", "0.002")]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"] and (tmp_path / "runs" / "t" / "multirun.yaml").is_file()

@@ -245,7 +245,20 @@ def run_training(cfg: DictConfig) -> Path:
 @hydra.main(config_path="../../conf", config_name="eformer_train", version_base="1.3")
 @report_user_errors("eformer-train")
 def main(cfg: DictConfig) -> None:
-    run_training(cfg)
+    run_training(per_job_run_dir(cfg))
+
+
+def per_job_run_dir(cfg: DictConfig) -> DictConfig:
+    """Under ``-m`` every job of a sweep gets its own run directory: ``<run_dir>/<its overrides>`` (e.g.
+    ``runs/train/fashion-efficientformerv2/train.lr=0.001``), so jobs neither share nor resume each other's run."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        suffix = HydraConfig.get().job.override_dirname
+        if suffix:
+            cfg.run_dir = str(Path(cfg.run_dir) / suffix)
+    return cfg
 
 
 if __name__ == "__main__":
