@@ -327,7 +327,8 @@ def _violation(value: Any, meta: dict[str, Any]) -> Optional[str]:
     if "subset_of" in meta:
         bad = [v for v in value if v not in meta["subset_of"]]
         if bad or (not value and meta.get("nonempty")):
-            return f"give a {'non-empty ' if meta.get('nonempty') else ''}subset of {', '.join(meta['subset_of'])}" + (f" ({bad[0]!r} is not one)" if bad else "")
+            which = f"give a {'non-empty ' if meta.get('nonempty') else ''}subset of {', '.join(meta['subset_of'])}"
+            return which + (f" ({bad[0]!r} is not one)" if bad else "")
     if "ge" in meta and value < meta["ge"]:
         return f"must be >= {meta['ge']:g}"
     if "gt" in meta and value <= meta["gt"]:

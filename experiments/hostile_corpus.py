@@ -39,6 +39,7 @@ class Case:
     setup: Callable[[Path, Path], None] = lambda cwd, assets: None
     hydra_message: bool = False  # Hydra's composition error (a few lines) is the expected answer
     inputs: list[str] = field(default_factory=list)  # files (relative to cwd) that must not change
+    keeps_work: bool = False  # a real run that failed late: the work it did stays (resumable), said in the message
 
 
 class Evil:
@@ -193,7 +194,7 @@ def cases(assets: Path) -> list[Case]:
     add(Case("pickles and checkpoints", "malicious supernet=", [*search, "supernet=evil.pt"], evil("evil.pt")))
     add(Case("pickles and checkpoints", "malicious --weights", ["eformer-export", "onnx", "--arch", "s0", "--weights", "evil.pt",
                                                                   "--out", "out/x.onnx"], evil("evil.pt")))
-    add(Case("pickles and checkpoints", "malicious convert input", ["eformer-export", "convert", "--arch", "s0", "evil.pt", "out/x.pt"],
+    add(Case("pickles and checkpoints", "malicious convert input", ["eformer-export", "convert", "--arch", "s0", "--src", "evil.pt", "--out", "out/x.pt"],
              evil("evil.pt")))
     add(Case("pickles and checkpoints", "malicious checkpoint.pt in a run dir", [*train, "run_dir=r"], evil("r/checkpoint.pt")))
     add(Case("pickles and checkpoints", "malicious finetune weights", [*train, "finetune.arch=s0", "finetune.weights=evil.pt"], evil("evil.pt")))
@@ -307,7 +308,7 @@ def cases(assets: Path) -> list[Case]:
     add(Case("storages", "unreachable PostgreSQL", [*search, "storage=url", "storage.url='postgresql+psycopg://u:p@127.0.0.1:1/x'"]))
     add(Case("storages", "unknown SQLAlchemy dialect", [*search, "storage=url", "storage.url='nosuchdb://x'"]))
     add(Case("storages", "slimming that cannot meet its budget", [*search, "search.max_steps=1", "budget=none",
-                                                                  "budget.params_m=0.2"]))
+                                                                  "budget.params_m=0.2"], keeps_work=True))
     return out
 
 
@@ -329,7 +330,7 @@ def run_case(case: Case, assets: Path, work: Path, timeout: float) -> dict:
     executed = (cwd / MARKER).exists()
     traceback = "Traceback (most recent call last)" in err
     short = len(lines) == 1 or (case.hydra_message and len(lines) <= 8)
-    clean = rc not in (0, None) and not traceback and not executed and not written and not changed and short and not hang
+    clean = rc not in (0, None) and not traceback and not executed and (not written or case.keeps_work) and not changed and short and not hang
     shutil.rmtree(cwd, ignore_errors=True)
     return {"class": case.cls, "case": case.name, "argv": " ".join(case.argv), "rc": rc, "traceback": traceback, "executed": executed,
             "hang": hang, "written": written, "changed_inputs": changed, "message_lines": len(lines),

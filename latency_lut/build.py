@@ -98,8 +98,17 @@ def exclusive_writer(out: Path) -> Iterator[None]:
     import fcntl
 
     lock = out.with_name(f".{out.name}.lock")
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, "a") as fh:
+    if out.is_dir():
+        raise LUTError(f"out: {out} is a directory; give a .parquet file path")
+    for parent in out.parents:
+        if parent.exists() and not parent.is_dir():
+            raise LUTError(f"out: {parent} is a file, so {out} cannot be written")
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(lock, "a")
+    except OSError as exc:
+        raise LUTError(f"out: cannot write beside {out} ({exc.strerror})") from None
+    with fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -19,6 +19,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from search.export_cli import check_output_dir  # noqa: E402
 from search.results import arch_of, best_trial, completed, load_study, pareto, read_run, slimming_path, trials_frame  # noqa: E402
 from supernet.elastic import Supernet  # noqa: E402
 from supernet.errors import UserError  # noqa: E402
@@ -106,7 +107,7 @@ def cmd_arch(args: argparse.Namespace) -> None:
     run = read_run(args.run)
     study = load_study(run)
     chosen = choose_trials(study, run, args)
-    out = Path(args.out) if args.out else Path(args.run) / "export"
+    out = check_output_dir(Path(args.out) if args.out else Path(args.run) / "export")
     out.mkdir(parents=True, exist_ok=True)
     supernet = Supernet.load(run["supernet"])
     entries = [export_trial(t, run, supernet, out, not args.no_onnx) for t in chosen]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import NoReturn, Optional, Sequence
 
 from supernet.arch import ArchConfig
 from supernet.convert import SOURCES, convert_state_dict, load_converted, read_checkpoint
@@ -41,6 +41,17 @@ def load_network(arch: Optional[str], weights: Optional[str], source: str, image
     if weights:
         load_converted(model, convert_state_dict(read_checkpoint(weights), source), weights)
     return model.eval()
+
+
+def check_output_dir(out: Path, flag: str = "--out") -> Path:
+    """Refuse an output directory that is a file or lies under one (before any work)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{flag}: {out} is a file; give a directory")
+    for parent in out.parents:
+        if parent.exists() and not parent.is_dir():
+            raise UserError(f"{flag}: {parent} is a file, so {out} cannot be created")
+    return out
 
 
 def check_output(out: Path, *inputs: Optional[str]) -> Path:
@@ -79,9 +90,16 @@ def cmd_onnx(args: argparse.Namespace) -> None:
     print(msg)
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with one-line usage errors (``eformer-export onnx: error: ...``), exit 2, like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} -h)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="eformer-export", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = OneLineParser(prog="eformer-export", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     p = sub.add_parser("convert", help="convert a release/timm checkpoint to this project's layout")
     p.add_argument("--src", required=True, help="checkpoint file (release {'model': ...}, bare or timm state dict)")
