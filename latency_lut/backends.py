@@ -12,6 +12,7 @@ A backend prepares a network or piece once (export, session) and then yields lat
 """
 from __future__ import annotations
 
+import abc
 import dataclasses
 import math
 import re
@@ -57,8 +58,9 @@ def sampler(run: Callable[[], object], touch: Callable[[], object], protocol: Pr
     return lambda: time_once(run, protocol.number)
 
 
-class Backend:
-    """Strategy interface: ``prepare(module, input_shape, protocol) -> Prepared``."""
+class Backend(abc.ABC):
+    """Strategy interface (one subclass per ``device.backend``): ``prepare(module, input_shape, protocol) ->
+    Prepared`` and ``settings()``; a new device is a new subclass registered in :data:`BACKEND_CLASSES`."""
 
     name = "base"
     self_timed = False  # True: one prepared sample already is a median over the protocol's repeats
@@ -66,12 +68,13 @@ class Backend:
     def samples_per_measurement(self, protocol: Protocol) -> int:
         return 1 if self.self_timed else protocol.repeats
 
+    @abc.abstractmethod
     def settings(self) -> dict[str, Any]:
         """Everything that affects the measured latency (recorded in the LUT)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def prepare(self, module: nn.Module, input_shape: Sequence[int], protocol: Protocol) -> Prepared:
-        raise NotImplementedError
+        """Export / compile ``module`` for this device once; the result yields latency samples."""
 
 
 class OrtBackend(Backend):
@@ -215,12 +218,15 @@ class CommandBackend(Backend):
         return Prepared(lambda: None, lambda: self._run(path, input_shape, protocol), tmp.cleanup)
 
 
+BACKEND_CLASSES: dict[str, type[Backend]] = {"ort": OrtBackend, "torch": TorchBackend, "command": CommandBackend}
+
+
 def make_backend(cfg: Mapping[str, Any]) -> Backend:
     """A backend from a ``device`` config group (keys: backend, name, and the backend's options)."""
     cfg = dict(cfg)
     kind = cfg.pop("backend", None)
     cfg.pop("name", None)
-    classes = {"ort": OrtBackend, "torch": TorchBackend, "command": CommandBackend}
+    classes = BACKEND_CLASSES
     if kind not in classes:
         raise DeviceError(f"device.backend: {kind!r} is not one of {', '.join(BACKENDS)}")
     try:

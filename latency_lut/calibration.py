@@ -8,8 +8,8 @@
   shrunk toward the global ``a`` with the strength chosen by leave-one-out error on the fit members, so with
   few members it falls back to the global fit instead of over-fitting.
 
-``choose`` picks the model with the lower leave-one-out error on the fit members; held-out members are never
-used for the choice.
+``choose`` picks the per-kind model only when its leave-one-out error on the fit members is at least 2 % (relative)
+below the global fit's; held-out members are never used for the choice.
 """
 from __future__ import annotations
 
@@ -86,5 +86,6 @@ def choose(sums: np.ndarray, kind_sums: Sequence[dict[str, float]], measured: np
     glob["loo_mape_pct"] = loo_mape_global(sums, measured)
     per_kind = fit_per_kind(kind_sums, measured, glob["a"])
     candidates = {"sum": {"model": "sum", "a": 1.0, "b": 0.0}, "global": glob, "per_kind": per_kind}
-    chosen = per_kind if per_kind["loo_mape_pct"] < glob["loo_mape_pct"] else glob
+    # the per-kind model must earn its extra factors: at least 2% (relative) lower leave-one-out error
+    chosen = per_kind if per_kind["loo_mape_pct"] < 0.98 * glob["loo_mape_pct"] else glob
     return chosen, candidates

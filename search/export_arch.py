@@ -27,15 +27,16 @@ from supernet.io_utils import atomic_torch_save, atomic_write, atomic_write_text
 from supernet.onnx_export import check_onnx_parity, export_onnx  # noqa: E402
 
 
-def choose_trials(study, run: dict[str, Any], args: argparse.Namespace) -> list:
+def choose_trials(study, run: dict[str, Any], which: str | int) -> list:
+    """``which``: ``"best"``, ``"pareto"`` or a trial number."""
     trials = completed(study)
-    if args.trial is not None:
-        found = [t for t in trials if t.number == args.trial]
+    if not isinstance(which, str):
+        found = [t for t in trials if t.number == which]
         if not found:
-            raise UserError(f"--trial: {args.trial} is not a completed trial of study {run['study_name']!r} "
+            raise UserError(f"--trial: {which} is not a completed trial of study {run['study_name']!r} "
                             f"(completed: {len(trials)})")
         return found
-    if args.pareto:
+    if which == "pareto":
         return pareto(trials)
     best = best_trial(study, run["strategy"])
     if best is None:
@@ -103,29 +104,40 @@ def export_trial(trial, run: dict[str, Any], supernet: Supernet, out: Path, onnx
     return entry
 
 
-def cmd_arch(args: argparse.Namespace) -> None:
-    run = read_run(args.run)
+def export_arch(run_dir: str | Path, which: str | int = "best", out: str | Path | None = None, onnx: bool = True,
+                verbose: bool = True) -> dict[str, Any]:
+    """Export the chosen trials of an eformer-search run (``which``: ``"best"``, ``"pareto"`` or a trial
+    number) to ``out`` (default ``<run_dir>/export``): YAML, weights, ONNX, trials.csv, plots and export.json.
+    Returns the manifest (export.json's content)."""
+    run = read_run(run_dir)
     study = load_study(run)
-    chosen = choose_trials(study, run, args)
-    out = check_output_dir(Path(args.out) if args.out else Path(args.run) / "export")
-    out.mkdir(parents=True, exist_ok=True)
+    chosen = choose_trials(study, run, which)
+    target = check_output_dir(Path(out) if out else Path(run_dir) / "export")
+    target.mkdir(parents=True, exist_ok=True)
     supernet = Supernet.load(run["supernet"])
-    entries = [export_trial(t, run, supernet, out, not args.no_onnx) for t in chosen]
+    entries = [export_trial(t, run, supernet, target, onnx) for t in chosen]
     frame = trials_frame(study)
-    atomic_write(out / "trials.csv", lambda tmp: frame.to_csv(tmp, index=False))
+    atomic_write(target / "trials.csv", lambda tmp: frame.to_csv(tmp, index=False))
     trials = completed(study)
-    plots = {"pareto": str(out / "pareto.png")}
-    plot_pareto(trials, pareto(trials), run, out / "pareto.png")
+    plots = {"pareto": str(target / "pareto.png")}
+    plot_pareto(trials, pareto(trials), run, target / "pareto.png")
     if run["strategy"] == "slimming":
-        plot_path(slimming_path(study), run, out / "slimming_path.png")
-        plots["slimming_path"] = str(out / "slimming_path.png")
-    manifest = {"run": str(Path(args.run).resolve()), "study": run["study_name"], "exported": entries,
-                "trials_csv": str(out / "trials.csv"), "plots": plots}
-    atomic_write_text(out / "export.json", json.dumps(manifest, indent=1))
-    for e in entries:
-        print(f"trial {e['trial']}: {e['summary']}  top1 {e['top1']:.2f}%  LUT {e['latency_ms']:.2f} ms  "
-              f"{e['params'] / 1e6:.3f} M -> {e['yaml']}, {e['weights']}" + (f", {e['onnx']}" if "onnx" in e else ""))
-    print(f"trials: {out / 'trials.csv'} ({len(frame)} rows); plots: {', '.join(plots.values())}")
+        plot_path(slimming_path(study), run, target / "slimming_path.png")
+        plots["slimming_path"] = str(target / "slimming_path.png")
+    manifest = {"run": str(Path(run_dir).resolve()), "study": run["study_name"], "exported": entries,
+                "trials_csv": str(target / "trials.csv"), "plots": plots}
+    atomic_write_text(target / "export.json", json.dumps(manifest, indent=1))
+    if verbose:
+        for e in entries:
+            print(f"trial {e['trial']}: {e['summary']}  top1 {e['top1']:.2f}%  LUT {e['latency_ms']:.2f} ms  "
+                  f"{e['params'] / 1e6:.3f} M -> {e['yaml']}, {e['weights']}" + (f", {e['onnx']}" if "onnx" in e else ""))
+        print(f"trials: {target / 'trials.csv'} ({len(frame)} rows); plots: {', '.join(plots.values())}")
+    return manifest
+
+
+def cmd_arch(args: argparse.Namespace) -> None:
+    which: str | int = args.trial if args.trial is not None else ("pareto" if args.pareto else "best")
+    export_arch(args.run, which, args.out, not args.no_onnx)
 
 
 def add_arch_parser(sub: Any) -> None:

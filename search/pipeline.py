@@ -25,7 +25,7 @@ from latency_lut.app import run_lut
 from latency_lut.lut import LatencyLUT
 from latency_lut.timing import Protocol
 from search.app import run_search
-from search.export_cli import main as export_main
+from search.export_arch import export_arch
 from search.report import capacity_gap_line, format_rows, released_vs_derived
 from search.results import RUN_FILE, read_run
 from supernet.errors import report_user_errors
@@ -64,11 +64,11 @@ def search_stage(overrides: list[str]) -> dict[str, Any]:
     return run_search(cfg)
 
 
-def export_stage(run_dir: str, *flags: str) -> dict[str, Any]:
+def export_stage(run_dir: str, which: str, onnx: bool = True) -> dict[str, Any]:
     manifest = Path(run_dir) / "export" / "export.json"
-    if not (manifest.is_file() and manifest.stat().st_mtime >= (Path(run_dir) / RUN_FILE).stat().st_mtime):
-        export_main(["arch", "--run", run_dir, *flags])
-    return json.loads(manifest.read_text())
+    if manifest.is_file() and manifest.stat().st_mtime >= (Path(run_dir) / RUN_FILE).stat().st_mtime:
+        return json.loads(manifest.read_text())
+    return export_arch(run_dir, which, onnx=onnx)
 
 
 def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
@@ -89,8 +89,8 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
                                 *common, *cfg.slimming_overrides])
     nsga = search_stage(["search=nsga2", f"run_dir={work}/search/nsga2", *common, *cfg.nsga2_overrides])
     banner(4, n, "export (eformer-export arch)")
-    exports = {b: export_stage(f"{work}/search/slimming-{b}", "--best") for b in cfg.budgets}
-    exports["nsga2"] = export_stage(f"{work}/search/nsga2", "--pareto", "--no-onnx")
+    exports = {b: export_stage(f"{work}/search/slimming-{b}", "best") for b in cfg.budgets}
+    exports["nsga2"] = export_stage(f"{work}/search/nsga2", "pareto", onnx=False)
     banner(5, n, "final table: released vs derived, measured end to end")
     final_file = work / "final.json"
     key = {b: r["best_trial"] for b, r in runs.items()} | {"lut": str(lut_path), "supernet": str(supernet), "format": 3}

@@ -115,9 +115,9 @@ def convert_state_dict(state_dict: Mapping[str, Any], source: str = "official") 
     return out
 
 
-def check_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], where: str = "checkpoint") -> None:
-    """Raise CheckpointError listing missing, unexpected and mis-shaped keys (no partial loads)."""
-    expected = model.state_dict()
+def check_keys(expected: Mapping[str, torch.Tensor], state_dict: Mapping[str, torch.Tensor], what: str) -> None:
+    """Raise CheckpointError ``<what>: missing ...; unexpected ...; mis-shaped ...`` unless ``state_dict`` has
+    exactly ``expected``'s keys and shapes (no partial loads)."""
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
     misshaped = [
@@ -131,7 +131,12 @@ def check_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], w
             shown = ", ".join(keys[:8]) + (f", ... ({len(keys)} in all)" if len(keys) > 8 else "")
             problems.append(f"{label}: {shown}")
     if problems:
-        raise CheckpointError(f"{where} does not fit the architecture: " + "; ".join(problems))
+        raise CheckpointError(f"{what}: " + "; ".join(problems))
+
+
+def check_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], where: str = "checkpoint") -> None:
+    """Raise CheckpointError listing missing, unexpected and mis-shaped keys (no partial loads)."""
+    check_keys(model.state_dict(), state_dict, f"{where} does not fit the architecture")
 
 
 def load_converted(model: nn.Module, state_dict: Mapping[str, torch.Tensor], where: str = "checkpoint") -> nn.Module:

@@ -28,7 +28,7 @@ from torch import nn
 from supernet.arch import ArchConfig
 from supernet.blocks import Block, Stem, classify
 from supernet.bn_calibration import recalibrate_bn
-from supernet.convert import CheckpointError
+from supernet.convert import CheckpointError, check_keys
 from supernet.io_utils import atomic_torch_save, safe_torch_load
 from supernet.layers import ELASTIC_OPS
 from supernet.mapping import member_slots, prefix, supernet_key
@@ -194,14 +194,7 @@ class Supernet(nn.Module):
         arch = self.member(arch)
         self.space.check_member(arch)
         expected = {k: v for k, v in EfficientFormerV2(arch).state_dict().items() if not k.startswith(skip_prefixes or ("\0",))}
-        missing = [k for k in expected if k not in state_dict]
-        unexpected = [k for k in state_dict if k not in expected]
-        misshaped = [k for k in expected if k in state_dict and tuple(state_dict[k].shape) != tuple(expected[k].shape)]
-        if missing or unexpected or misshaped:
-            raise CheckpointError(
-                f"weights do not fit member {arch.summary()}: missing {missing[:5]}, unexpected {unexpected[:5]}, "
-                f"mis-shaped {misshaped[:5]}"
-            )
+        check_keys(expected, state_dict, f"weights do not fit member {arch.summary()}")
         slots = member_slots(arch)
         full = self.state_dict()
         for key, value in state_dict.items():
