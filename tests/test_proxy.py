@@ -100,4 +100,4 @@ def test_validate_proxy_end_to_end(tmp_path):
     again = subprocess.run(cmd, capture_output=True, text=True)  # every standalone run is reused
     assert again.returncode == 0 and json.loads((tmp_path / "vp" / "proxy_validation.json").read_text())["rows"] == out["rows"]
     bad = subprocess.run(cmd[:-1] + ["members=2", f"run_dir={tmp_path / 'vp2'}"], capture_output=True, text=True)
-    assert bad.returncode == 2 and "members: 2 is too few" in bad.stderr and not (tmp_path / "vp2").exists()
+    assert bad.returncode == 2 and "members: 2 must be >= 3" in bad.stderr and not (tmp_path / "vp2").exists()
