@@ -29,12 +29,13 @@ KINDS = ("sqlite", "journal", "url", "memory")
 
 
 def storage_url(cfg: Mapping[str, Any], run_dir: Path) -> str:
-    """A printable identifier of the storage (recorded in search.json for the export)."""
+    """The storage string recorded in search.json and printed: a SQLAlchemy URL, a journal file's absolute
+    path (``optuna --storage`` and ``optuna-dashboard`` take both as they are), or ``memory:``."""
     kind = cfg.get("kind")
     if kind == "sqlite":
         return f"sqlite:///{(run_dir / cfg.get('file', 'study.db')).resolve()}"
     if kind == "journal":
-        return f"journal:{(run_dir / cfg.get('file', 'study.journal')).resolve()}"
+        return str((run_dir / cfg.get('file', 'study.journal')).resolve())  # a file path: what optuna's CLI and dashboard take
     if kind == "url":
         if not cfg.get("url"):
             raise UserError("storage.url: give a SQLAlchemy URL, e.g. storage.url=postgresql://user:pw@host/optuna")
@@ -57,13 +58,21 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def journal_path(url: str) -> Optional[Path]:
+    """The journal file a storage string names (a plain path, or the older ``journal:<path>``), else None."""
+    if url.startswith("journal:"):
+        return Path(url[len("journal:"):])
+    if url != "memory:" and "://" not in url:
+        return Path(url)
+    return None
+
+
 def dashboard_target(url: str) -> Optional[str]:
-    """What ``optuna-dashboard`` takes for this storage (an RDB URL, or a journal file's path); None in memory."""
+    """What ``optuna-dashboard`` takes for this storage (the string itself); None in memory."""
     if url == "memory:":
         return None
-    if url.startswith("journal:"):
-        return url[len("journal:"):]
-    return url
+    journal = journal_path(url)
+    return str(journal) if journal is not None else url
 
 
 def open_storage(url: str) -> BaseStorage:
@@ -72,8 +81,8 @@ def open_storage(url: str) -> BaseStorage:
     if url == "memory:":
         return InMemoryStorage()
     try:
-        if url.startswith("journal:"):
-            path = Path(url[len("journal:"):])
+        path = journal_path(url)
+        if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             return JournalStorage(JournalFileBackend(str(path)))
         if url.startswith("sqlite:///"):
@@ -87,7 +96,7 @@ def open_storage(url: str) -> BaseStorage:
         return RDBStorage(url)
     except Exception as exc:  # a damaged file, an unreachable host, a missing driver, a bad URL
         first = str(exc).splitlines()[0] if str(exc) else ""
-        where = "storage.url" if not url.startswith(("journal:", "sqlite:///")) else "study storage"
+        where = "storage.url" if journal_path(url) is None and not url.startswith("sqlite:///") else "study storage"
         raise UserError(f"{where}: cannot open {url!r} ({type(exc).__name__}: {first[:200]})") from None
 
 

@@ -6,6 +6,7 @@ import json
 import random
 import subprocess
 import sys
+import time
 
 import optuna
 import pytest
@@ -341,3 +342,70 @@ def test_postgres_three_workers_one_killed_exact_count(assets, tmp_path, postgre
     trials = study.get_trials()
     assert len([t for t in trials if t.state == TrialState.COMPLETE]) == 30
     assert not [t for t in trials if t.state == TrialState.RUNNING]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_printed_storage_strings_work_in_optuna_dashboard_and_cli(assets, tmp_path):
+    """search.json's storage string opens the study as-is: optuna.load_study (SQLite), the optuna CLI (journal
+    file), and optuna-dashboard (the optional extra), whose HTTP API shows our metric names and attributes."""
+    import urllib.request
+
+    p = cli(assets, tmp_path / "sq", "search=random", "search.n_trials=6", "proxy.kind=analytic")
+    out, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err[-800:]
+    run = read_run(tmp_path / "sq")
+    study = optuna.load_study(study_name=run["study_name"], storage=run["storage"])
+    assert len(study.trials) >= 6 and study.metric_names == ["top1", "latency_ms", "params_m"]
+    target = out.split("browse the study with: optuna-dashboard ")[1].split()[0]
+    assert target == run["storage"]
+    port = _free_port()
+    server = subprocess.Popen(["optuna-dashboard", target, "--host", "127.0.0.1", "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            try:
+                studies = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=2))
+                break
+            except OSError:
+                time.sleep(0.2)
+        summary = next(s for s in studies["study_summaries"] if s["study_name"] == run["study_name"])
+        detail = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{summary['study_id']}?after=0", timeout=10))
+        assert detail["objective_names"] == ["top1", "latency_ms", "params_m"]
+        complete = [t for t in detail["trials"] if t["state"] == "Complete"]
+        assert len(complete) == 6
+        keys = {a["key"] for a in complete[0]["user_attrs"]}
+        assert {"top1", "latency_ms", "params", "summary"} <= keys
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    p = cli(assets, tmp_path / "jr", "search=random", "search.n_trials=3", "proxy.kind=analytic", "storage=journal")
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err[-800:]
+    run = read_run(tmp_path / "jr")
+    assert run["storage"] == str((tmp_path / "jr" / "study.journal").resolve())
+    res = subprocess.run(["optuna", "studies", "--storage", run["storage"], "-f", "json"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert [s["name"] for s in json.loads(res.stdout)] == [run["study_name"]]
+
+
+@pytest.mark.slow
+def test_joblib_launcher_three_workers_one_study(assets, tmp_path):
+    """`-m hydra/launcher=joblib worker=0,1,2`: three parallel workers (hydra-joblib-launcher) on one journal study."""
+    extra = [o for o in overrides(assets, tmp_path / "jl") if not o.startswith("proxy.cache")]
+    res = subprocess.run([sys.executable, "-m", "search.app", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=3",
+                          "worker=0,1,2", *extra, "search=random", "search.n_trials=18", "storage=journal", "proxy.kind=analytic"],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert res.returncode == 0, res.stderr[-1500:]
+    study = load_study(read_run(tmp_path / "jl"))
+    trials = study.get_trials()
+    assert len([t for t in trials if t.state == TrialState.COMPLETE]) == 18
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    assert res.stdout.count("18 trials in") == 3, res.stdout[-1500:]
