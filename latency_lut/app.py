@@ -104,8 +104,11 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 def main() -> None:
     """``eformer-lut COMMAND [overrides...]``: the command becomes the ``command=`` override."""
-    if len(sys.argv) > 1 and sys.argv[1] in COMMANDS:
-        sys.argv = [sys.argv[0], f"command={sys.argv[1]}", *sys.argv[2:]]
+    # the subcommand may stand anywhere among Hydra's own flags: `eformer-lut --cfg job build` works too
+    flags_with_value = ("--cfg", "-c", "--package", "-p", "--config-name", "-cn", "--config-path", "-cp")
+    at = next((i for i, a in enumerate(sys.argv[1:], 1) if a in COMMANDS and sys.argv[i - 1] not in flags_with_value), None)
+    if at is not None:
+        sys.argv = [sys.argv[0], *sys.argv[1:at], f"command={sys.argv[at]}", *sys.argv[at + 1:]]
     _hydra_main()
 
 

@@ -252,10 +252,10 @@ def main() -> None:
     """``eformer-search [overrides]``, or ``eformer-search validate-proxy [overrides]``."""
     import sys
 
-    if len(sys.argv) > 1 and sys.argv[1] == "validate-proxy":
+    if "validate-proxy" in sys.argv[1:]:  # anywhere among Hydra's flags, like eformer-lut's subcommands
         from search.validate_proxy import main as validate_proxy_main
 
-        del sys.argv[1]
+        sys.argv.remove("validate-proxy")
         validate_proxy_main()
     else:
         _hydra_main()

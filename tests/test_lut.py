@@ -223,3 +223,13 @@ def test_save_keeps_pandas_metadata_and_integer_counts(tiny_lut, tmp_path):
     assert {b"pandas", b"eformer_lut"} <= set(pq.read_table(out).schema.metadata)
     again = LatencyLUT.load(out)
     assert all(str(again.table[c].dtype) == "int64" for c in ("n", "params", "macs"))
+
+
+@pytest.mark.slow
+def test_subcommand_may_follow_hydra_flags(tmp_path):
+    for argv in (["eformer-lut", "--cfg", "job", "validate"], ["eformer-lut", "validate", "--cfg", "job"]):
+        res = subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path)
+        assert res.returncode == 0 and "command: validate" in res.stdout, res.stderr
+    res = subprocess.run(["eformer-search", "--cfg", "job", "validate-proxy"], capture_output=True, text=True, cwd=tmp_path)
+    assert res.returncode == 0 and "members: 10" in res.stdout, res.stderr
+    assert list(tmp_path.iterdir()) == []
