@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
+import torch
 from tqdm import tqdm
 
 from latency_lut.backends import Backend
@@ -54,6 +55,7 @@ def lut_metadata(space: SearchSpace, backend: Backend, device_name: str, image_s
         "device_name": device_name, "device": backend.settings(), "protocol": protocol.__dict__,
         "machine": machine_summary(), "created": dt.datetime.now().isoformat(timespec="seconds"),
         "statistic": statistic, "interleave": interleave, "complete": False, "calibration": None,
+        "exporter": f"torchscript (torch {torch.__version__})",  # pieces: the fast exporter, same latency (bench_exporters)
     }
 
 

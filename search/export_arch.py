@@ -98,7 +98,7 @@ def export_trial(trial, run: dict[str, Any], supernet: Supernet, out: Path, onnx
     entry["weights"] = str(out / f"{name}.pt")
     if onnx:
         size = member.image_size
-        export_onnx(model, out / f"{name}.onnx", (1, 3, size, size))
+        export_onnx(model, out / f"{name}.onnx", (1, 3, size, size), exporter="auto")
         entry["onnx"] = str(out / f"{name}.onnx")
         entry["onnx_max_abs_diff"] = check_onnx_parity(model, out / f"{name}.onnx")
     return entry

@@ -15,7 +15,7 @@ from supernet.convert import SOURCES, convert_state_dict, load_converted, read_c
 from supernet.errors import UserError, report_user_errors
 from supernet.io_utils import atomic_torch_save, safe_torch_load
 from supernet.model import EfficientFormerV2, build_model
-from supernet.onnx_export import DEFAULT_OPSET, check_onnx_parity, export_onnx
+from supernet.onnx_export import DEFAULT_OPSET, EXPORTERS, check_onnx_parity, export_onnx
 
 MAX_OPSET = 21  # the newest opset torch's exporter and onnxruntime both take here
 
@@ -83,7 +83,7 @@ def cmd_onnx(args: argparse.Namespace) -> None:
     model = load_network(args.arch, args.weights, args.source, args.image_size)
     size = model.arch.image_size
     out = check_output(Path(args.out or f"{model.arch.name}.onnx"), args.weights)
-    export_onnx(model, out, (1, 3, size, size), opset=args.opset)
+    export_onnx(model, out, (1, 3, size, size), opset=args.opset, exporter=args.exporter)
     msg = f"wrote {out} (opset {args.opset}, input 1x3x{size}x{size}, dynamic batch)"
     if not args.no_check:
         msg += f"; onnxruntime max |diff| vs PyTorch = {check_onnx_parity(model, out):.2e}"
@@ -116,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, help="override the architecture's image size")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (>= 17, default {DEFAULT_OPSET})")
     p.add_argument("--out", help="output .onnx (default: <arch name>.onnx)")
+    p.add_argument("--exporter", choices=EXPORTERS, default="auto",
+                   help="auto (default): TorchScript (its graphs run faster under onnxruntime, "
+                        "experiments/results/bench_exporters.md), the torch.export-based dynamo exporter where it fails")
     p.add_argument("--no-check", action="store_true", help="skip the onnxruntime parity check")
     p.set_defaults(func=cmd_onnx)
 
