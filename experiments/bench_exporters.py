@@ -47,7 +47,7 @@ def main() -> None:
     lines = ["# ONNX exporters: dynamo (torch.export + onnxscript) vs TorchScript", "",
              "`python -m experiments.bench_exporters` - released models at 224 px, deploy form; latency: onnxruntime CPU, "
              "2 threads, the eight files interleaved in one run, 40 samples each after 5 warm-up runs.", "", machine_header(), "",
-             "| model | exporter | export (s) | ONNX nodes | parity max abs diff | latency q25 (ms) | median (ms) | latency vs TorchScript |",
+             "| model | exporter | export (s) | ONNX nodes | parity max abs diff | q25 (ms) | median (ms) | q25 vs TorchScript |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         base = next(b for b in rows if b["model"] == r["model"] and b["exporter"] == "torchscript")
