@@ -26,14 +26,11 @@ from omegaconf import DictConfig, OmegaConf
 from conf.schemas import check_config, register_schemas
 from latency_lut.lut import LatencyLUT, warn_if_foreign
 from search.budgets import Budget, budget_name, resolve_budget
-from search.metrics import CandidateEvaluator, resolve_mes, trial_attrs
-from search.params import distributions, params_of
+from search.metrics import CandidateEvaluator, resolve_mes
 from search.proxy import AnalyticProxy, SupernetProxy
 from search.results import RUN_FILE, RUN_FORMAT, best_trial, completed
-from search.slimming import ACTION_KINDS, Candidate, SlimmingSettings, slim
 from search.storage import dashboard_target, open_storage, storage_url
-from search.strategies import ALL_STRATEGIES, PARETO_DIRECTIONS, PARETO_METRICS, get_strategy, pareto_values
-from search.worker import run_worker
+from search.strategies import ALL_STRATEGIES, SearchContext, get_strategy
 from supernet.arch import PRESETS, ArchConfig
 from supernet.data import build_data
 from supernet.elastic import Supernet
@@ -117,27 +114,6 @@ def open_study(url: str, name: str, directions: list[str], settings: dict[str, A
     return study
 
 
-def record_slimming(study: optuna.Study, space, budget: Budget) -> Any:
-    """The ``record`` callback of :func:`slim`: one COMPLETE trial per evaluated candidate (skipping
-    those a previous, interrupted run already recorded)."""
-    dists = distributions(space)
-    seen = {t.user_attrs.get("slim_key") for t in completed(study)}
-
-    def record(c: Candidate) -> None:
-        key = f"{c.step}|{c.action}|{c.chosen}"
-        if key in seen:
-            return
-        m = c.metrics
-        attrs = trial_attrs(c.arch, m, strategy="slimming", budget=budget.name, feasible=budget.met(m.latency_ms, m.params),
-                            step=c.step, action=c.action, chosen=c.chosen, score=c.score, slim_key=key)
-        study.add_trial(optuna.trial.create_trial(
-            values=pareto_values(m), params=params_of(c.arch, space), distributions=dists, user_attrs=attrs,
-            constraints=budget.violations(m.latency_ms, m.params)))
-        seen.add(key)
-
-    return record
-
-
 def preset_points(supernet: Supernet, evaluator: CandidateEvaluator) -> dict[str, dict[str, Any]]:
     """The released presets that are members of the space, scored like every candidate (for plots and tables)."""
     out = {}
@@ -146,23 +122,6 @@ def preset_points(supernet: Supernet, evaluator: CandidateEvaluator) -> dict[str
         if supernet.space.contains(arch):
             out[name] = {"summary": arch.summary(), **evaluator(arch).as_dict()}
     return out
-
-
-def slimming_settings(s: DictConfig) -> SlimmingSettings:
-    kinds = tuple(s.actions)
-    bad = [k for k in kinds if k not in ACTION_KINDS]
-    if bad or not kinds:
-        raise UserError(f"search.actions: {bad[0] if bad else '[]'!r} - give a subset of {', '.join(ACTION_KINDS)}")
-    if s.expansion_scope not in ("block", "stage"):
-        raise UserError(f"search.expansion_scope: {s.expansion_scope!r} is not one of block, stage")
-    if int(s.max_steps) < 1:
-        raise UserError(f"search.max_steps: {s.max_steps} must be at least 1")
-    if int(s.moves_per_step) < 1:
-        raise UserError(f"search.moves_per_step: {s.moves_per_step} must be at least 1")
-    score_by = str(s.get("score_by", "loss"))
-    if score_by not in ("loss", "top1"):
-        raise UserError(f"search.score_by: {score_by!r} is not one of loss, top1")
-    return SlimmingSettings(kinds, str(s.expansion_scope), int(s.moves_per_step), int(s.max_steps), score_by)
 
 
 def run_search(cfg: DictConfig) -> dict[str, Any]:
@@ -174,7 +133,6 @@ def run_search(cfg: DictConfig) -> dict[str, Any]:
     name = cfg.search.name
     if name not in ALL_STRATEGIES:
         raise UserError(f"search.name: {name!r} is not a strategy; choose one of {', '.join(ALL_STRATEGIES)}")
-    slim_settings = slimming_settings(cfg.search) if name == "slimming" else None
     if float(cfg.storage.heartbeat_s) * 2 > float(cfg.storage.grace_s):
         raise UserError(f"storage.heartbeat_s: {cfg.storage.heartbeat_s} must be at most half of storage.grace_s "
                         f"({cfg.storage.grace_s}): a live trial must beat several times within the grace period")
@@ -197,19 +155,12 @@ def run_search(cfg: DictConfig) -> dict[str, Any]:
     print(f"eformer-search: {name} on {space.name} ({space.hash}), budget {budget.describe()}, "
           f"study {study_name!r} in {url}; LUT {cfg.lut_file} measured on {lut.meta.get('machine', {}).get('cpu')} "
           f"({lut.meta.get('created')})")
-    path_out: list[dict[str, Any]] = []
-    if name == "slimming":
-        study = open_study(url, study_name, PARETO_DIRECTIONS, settings, PARETO_METRICS)
-        path = slim(space, evaluator, budget, context, slim_settings, record_slimming(study, space, budget), bool(cfg.progress))
-        path_out = [{"step": c.step, "action": c.action, "summary": c.arch.summary(), **c.metrics.as_dict()} for c in path]
-    else:
-        strategy = get_strategy(name)
-        study = open_study(url, study_name, strategy.directions, settings, strategy.metric_names)
-        seed = int(cfg.seed) + 1000 * int(cfg.worker) + len(study.get_trials(deepcopy=False))
-        study.sampler = strategy.make_sampler(cfg.search, seed)
-        st = cfg.storage
-        run_worker(study, strategy, space, evaluator, budget, int(cfg.search.n_trials), context,
-                   float(st.heartbeat_s), float(st.grace_s), progress=bool(cfg.progress))
+    strategy = get_strategy(name)
+    study = open_study(url, study_name, strategy.directions, settings, strategy.metric_names)
+    st = cfg.storage
+    ctx = SearchContext(space, context, evaluator, budget, OmegaConf.to_container(cfg.search, resolve=True), int(cfg.seed),
+                        int(cfg.worker), float(st.heartbeat_s), float(st.grace_s), bool(cfg.progress))
+    path_out = strategy.run(study, ctx)
     best = best_trial(study, name)
     presets = preset_points(supernet, evaluator)
     record = {

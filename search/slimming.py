@@ -146,6 +146,15 @@ class SlimmingSettings:
     max_steps: int = 500
     score_by: str = "loss"
 
+    @classmethod
+    def from_config(cls, s: Any) -> "SlimmingSettings":
+        """From the ``search`` config group (conf/search/slimming.yaml; values checked by its schema)."""
+        kinds = tuple(s["actions"])
+        bad = [k for k in kinds if k not in ACTION_KINDS]
+        if bad or not kinds:
+            raise UserError(f"search.actions: {bad[0] if bad else '[]'!r} - give a subset of {', '.join(ACTION_KINDS)}")
+        return cls(kinds, str(s["expansion_scope"]), int(s["moves_per_step"]), int(s["max_steps"]), str(s.get("score_by", "loss")))
+
     def drop(self, before: Metrics, after: Metrics) -> float:
         """How much worse ``after`` scores than ``before`` (the numerator of the slimming score)."""
         if self.score_by == "loss":
@@ -238,3 +247,31 @@ def _budget_progress(budget: Budget, before: Metrics, after: Metrics) -> float:
 def _budget_costs(evaluator: CandidateEvaluator, arch: ArchConfig) -> tuple[float, int]:
     lat, params, _, _ = evaluator.costs(arch)
     return lat, params
+
+
+def record_candidates(study: Any, space: SearchSpace, budget: Budget) -> Callable[[Candidate], None]:
+    """The ``record`` callback of :func:`slim`: one COMPLETE trial per evaluated candidate (skipping
+    those a previous, interrupted run already recorded)."""
+    import optuna
+
+    from search.metrics import trial_attrs
+    from search.params import distributions, params_of
+    from search.results import completed
+    from search.strategies import pareto_values
+
+    dists = distributions(space)
+    seen = {t.user_attrs.get("slim_key") for t in completed(study)}
+
+    def record(c: Candidate) -> None:
+        key = f"{c.step}|{c.action}|{c.chosen}"
+        if key in seen:
+            return
+        m = c.metrics
+        attrs = trial_attrs(c.arch, m, strategy="slimming", budget=budget.name, feasible=budget.met(m.latency_ms, m.params),
+                            step=c.step, action=c.action, chosen=c.chosen, score=c.score, slim_key=key)
+        study.add_trial(optuna.trial.create_trial(
+            values=pareto_values(m), params=params_of(c.arch, space), distributions=dists, user_attrs=attrs,
+            constraints=budget.violations(m.latency_ms, m.params)))
+        seen.add(key)
+
+    return record

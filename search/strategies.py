@@ -1,13 +1,15 @@
-"""Sampler-driven search strategies behind one interface (``slimming`` lives in search/slimming.py).
+"""Search strategies behind one interface, like Optuna's samplers: NSGA-II, TPE, MES, random and slimming.
 
-Each strategy says what its study optimises (directions), which Optuna sampler proposes members,
-and how a candidate's metrics become objective values. Budgets are Optuna constraints
-(``trial.set_constraint``), which NSGA-II and TPE honour and every strategy records.
+Each strategy says what its study optimises (directions, metric names), how a candidate's metrics become
+objective values, and how it runs on a study (:meth:`Strategy.run`): the sampler strategies drive Optuna's
+ask/tell loop (:func:`search.worker.run_worker`), slimming walks the paper's path and records each candidate
+as a trial (:mod:`search.slimming`). Budgets are Optuna constraints (``trial.set_constraint``), which NSGA-II
+and TPE honour and every strategy records.
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Optional
 
 import optuna
 
@@ -22,14 +24,58 @@ def pareto_values(m: Metrics) -> list[float]:
     return [m.top1, m.latency_ms, m.params / 1e6]
 
 
+@dataclasses.dataclass
+class SearchContext:
+    """What a strategy needs besides its study: the space and deployment context, the evaluator (proxy + LUT),
+    the budget, its own settings (``search.*``) and the worker's storage parameters."""
+
+    space: Any
+    context: dict[str, Any]
+    evaluator: Any
+    budget: Any
+    settings: Mapping[str, Any]
+    seed: int = 0
+    worker: int = 0
+    heartbeat_s: float = 5.0
+    grace_s: float = 30.0
+    progress: bool = True
+
+
+def run_sampler(strategy: "Strategy", study: optuna.Study, ctx: SearchContext) -> list[dict[str, Any]]:
+    """A sampler strategy: ask/tell until the study holds ``search.n_trials`` complete trials (over all workers)."""
+    from search.worker import run_worker
+
+    assert strategy.make_sampler is not None
+    seed = ctx.seed + 1000 * ctx.worker + len(study.get_trials(deepcopy=False))
+    study.sampler = strategy.make_sampler(ctx.settings, seed)
+    run_worker(study, strategy, ctx.space, ctx.evaluator, ctx.budget, int(ctx.settings["n_trials"]), ctx.context,
+               ctx.heartbeat_s, ctx.grace_s, progress=ctx.progress)
+    return []
+
+
+def run_slimming(strategy: "Strategy", study: optuna.Study, ctx: SearchContext) -> list[dict[str, Any]]:
+    """The paper's slimming path; every evaluated candidate becomes a COMPLETE trial. Returns the path."""
+    from search.slimming import SlimmingSettings, record_candidates, slim
+
+    settings = SlimmingSettings.from_config(ctx.settings)
+    path = slim(ctx.space, ctx.evaluator, ctx.budget, ctx.context, settings,
+                record_candidates(study, ctx.space, ctx.budget), ctx.progress)
+    return [{"step": c.step, "action": c.action, "summary": c.arch.summary(), **c.metrics.as_dict()} for c in path]
+
+
 @dataclasses.dataclass(frozen=True)
 class Strategy:
     name: str
     directions: list[str]
     values: Callable[[Metrics], list[float]]
-    make_sampler: Callable[[Mapping[str, Any], int], optuna.samplers.BaseSampler]
+    make_sampler: Optional[Callable[[Mapping[str, Any], int], optuna.samplers.BaseSampler]]
     description: str
     metric_names: tuple[str, ...] = tuple(PARETO_METRICS)
+    driver: Callable[["Strategy", optuna.Study, SearchContext], list[dict[str, Any]]] = run_sampler
+
+    def run(self, study: optuna.Study, ctx: SearchContext) -> list[dict[str, Any]]:
+        """Work on ``study`` (resuming what is there); returns the path taken (slimming) or ``[]``."""
+        return self.driver(self, study, ctx)
 
 
 STRATEGIES: dict[str, Strategy] = {
@@ -55,9 +101,14 @@ STRATEGIES: dict[str, Strategy] = {
         lambda c, seed: optuna.samplers.RandomSampler(seed=seed),
         "uniform random members (baseline)",
     ),
+    "slimming": Strategy(
+        "slimming", PARETO_DIRECTIONS, pareto_values, None,
+        "the paper's fine-grained joint search: from the largest member, the action with the smallest accuracy drop "
+        "per MES gained, until the budget is met", driver=run_slimming,
+    ),
 }
 
-ALL_STRATEGIES = (*STRATEGIES, "slimming")
+ALL_STRATEGIES = tuple(STRATEGIES)
 
 
 def get_strategy(name: str) -> Strategy:
