@@ -42,7 +42,7 @@ class ProtocolSchema:
 
 @dataclasses.dataclass
 class LutValidateSchema:
-    members: int = setting(40, ge=4)
+    members: int = setting(60, ge=4)
     seed: int = 0
     fit_fraction: float = setting(0.5, gt=0.0, le=0.9)
     protocol: ProtocolSchema = dataclasses.field(default_factory=ProtocolSchema)
@@ -79,7 +79,7 @@ class OrtDeviceSchema:
     inter_op_threads: int = setting(1, ge=1)
     graph_optimization: str = setting("all", choices=("disable", "basic", "extended", "all"))
     allow_spinning: bool = False
-    opset: int = setting(17, ge=7, le=21)
+    opset: int = setting(18, ge=17, le=21)
 
 
 @dataclasses.dataclass
@@ -99,7 +99,7 @@ class CommandDeviceSchema:
     regex: str = r"median_ms=([0-9.]+)"
     timeout_s: float = setting(300.0, gt=0.0)
     threads: int = setting(2, ge=1)
-    opset: int = setting(17, ge=7, le=21)
+    opset: int = setting(18, ge=17, le=21)
 
 
 # ---------------------------------------------------------------------------------------------- supernet

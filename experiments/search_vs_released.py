@@ -99,7 +99,7 @@ def main() -> None:
             print(f"{b} {kind}: {deployed.summary()} standalone top-1 {[round(r['top1'], 2) for r in res]}", flush=True)
     device = dict(lut.meta["device"], name=lut.meta["device_name"])
     stats = measure_networks({k: m["arch"] for k, m in models.items()}, make_backend(device),
-                             Protocol(warmup=3, repeats=30, number=1, cache="warm"), progress=False)
+                             Protocol(warmup=3, repeats=30, number=1, cache="warm"), progress=False)[0]
     for k, m in models.items():
         m["measured_ms"] = stats[k].value(lut.statistic)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import math
+import os
 import re
 import shlex
 import statistics
@@ -28,8 +29,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from latency_lut.timing import CacheFlusher, Protocol, time_cold, time_once
+from latency_lut.timing import Protocol, flusher, time_once, time_touched
 from supernet.errors import UserError
+from supernet.onnx_export import DEFAULT_OPSET
+
+# pieces and validation networks: TorchScript first (5-10x faster to export, the same graph after onnxruntime's
+# optimisations as the dynamo exporter's, experiments/results/bench_exporters.md), the dynamo exporter where it fails
+TIMING_EXPORTER = "fast"
 
 BACKENDS = ("ort", "torch", "command")
 
@@ -47,20 +53,26 @@ class Prepared:
     close: Callable[[], None] = lambda: None
 
 
-_FLUSHERS: dict[int, CacheFlusher] = {}
-
-
 def sampler(run: Callable[[], object], touch: Callable[[], object], protocol: Protocol) -> Callable[[], float]:
-    """One latency sample of ``run`` under ``protocol`` (cold: caches flushed before each call)."""
+    """One latency sample of ``run`` under ``protocol`` (cold: its input re-read first; the round's flush
+    comes from :meth:`Backend.before_round`)."""
     if protocol.cache == "cold":
-        flush = _FLUSHERS.setdefault(protocol.flush_mb, CacheFlusher(protocol.flush_mb))
-        return lambda: time_cold(run, flush, touch, protocol.number)
+        return lambda: time_touched(run, touch, protocol.number)
     return lambda: time_once(run, protocol.number)
 
 
+def onnx_path(directory: Path) -> Path:
+    """A new, unique ``.onnx`` file name under ``directory``."""
+    fd, name = tempfile.mkstemp(suffix=".onnx", dir=directory)
+    os.close(fd)
+    return Path(name)
+
+
 class Backend(abc.ABC):
-    """Strategy interface (one subclass per ``device.backend``): ``prepare(module, input_shape, protocol) ->
-    Prepared`` and ``settings()``; a new device is a new subclass registered in :data:`BACKEND_CLASSES`."""
+    """Strategy interface (one subclass per ``device.backend``): ``settings()``, ``export(module, input_shape,
+    directory)`` (once per network: an ONNX file, a compiled module) and ``load(exported, input_shape, protocol)
+    -> Prepared`` (a session yielding samples; may run several times on one export). A new device is a new
+    subclass registered in :data:`BACKEND_CLASSES`."""
 
     name = "base"
     self_timed = False  # True: one prepared sample already is a median over the protocol's repeats
@@ -68,13 +80,37 @@ class Backend(abc.ABC):
     def samples_per_measurement(self, protocol: Protocol) -> int:
         return 1 if self.self_timed else protocol.repeats
 
+    def before_round(self, protocol: Protocol) -> Optional[Callable[[], object]]:
+        """What runs before every round of interleaved samples: for this host's backends under the cold
+        protocol, the cache flush (:class:`latency_lut.timing.CacheFlusher`); nothing otherwise."""
+        return flusher(protocol.flush_mb) if protocol.cache == "cold" and not self.self_timed else None
+
     @abc.abstractmethod
     def settings(self) -> dict[str, Any]:
         """Everything that affects the measured latency (recorded in the LUT)."""
 
     @abc.abstractmethod
+    def export(self, module: nn.Module, input_shape: Sequence[int], directory: Path) -> Any:
+        """``module`` in this device's form (files go under ``directory``, which the caller removes)."""
+
+    @abc.abstractmethod
+    def load(self, exported: Any, input_shape: Sequence[int], protocol: Protocol) -> Prepared:
+        """A fresh session of an export, ready to yield latency samples."""
+
     def prepare(self, module: nn.Module, input_shape: Sequence[int], protocol: Protocol) -> Prepared:
-        """Export / compile ``module`` for this device once; the result yields latency samples."""
+        """Export and load in one step; closing the result removes the export's files."""
+        tmp = tempfile.TemporaryDirectory(prefix="eformer-lut-")
+        try:
+            loaded = self.load(self.export(module, input_shape, Path(tmp.name)), input_shape, protocol)
+        except BaseException:
+            tmp.cleanup()
+            raise
+
+        def close() -> None:
+            loaded.close()
+            tmp.cleanup()
+
+        return Prepared(loaded.warmup, loaded.sample, close)
 
 
 class OrtBackend(Backend):
@@ -82,7 +118,7 @@ class OrtBackend(Backend):
 
     def __init__(self, providers: Sequence[str] = ("CPUExecutionProvider",), threads: int = 2,
                  inter_op_threads: int = 1, graph_optimization: str = "all", allow_spinning: bool = False,
-                 opset: int = 17) -> None:
+                 opset: int = DEFAULT_OPSET) -> None:
         import onnxruntime as ort
 
         missing = [p for p in providers if p not in ort.get_available_providers()]
@@ -99,11 +135,18 @@ class OrtBackend(Backend):
                 "inter_op_threads": self.inter_op, "graph_optimization": self.graph_optimization,
                 "allow_spinning": self.allow_spinning, "opset": self.opset}
 
-    def prepare(self, module: nn.Module, input_shape: Sequence[int], protocol: Protocol) -> Prepared:
-        from supernet.onnx_export import onnx_bytes, ort_session
+    def export(self, module: nn.Module, input_shape: Sequence[int], directory: Path) -> Path:
+        from supernet.onnx_export import onnx_bytes
 
-        sess = ort_session(onnx_bytes(module, input_shape, self.opset, dynamic_batch=False), self.threads,
-                           self.inter_op, self.providers, self.graph_optimization, self.allow_spinning)
+        path = onnx_path(directory)
+        path.write_bytes(onnx_bytes(module, input_shape, self.opset, dynamic_batch=False, exporter=TIMING_EXPORTER))
+        return path
+
+    def load(self, exported: Path, input_shape: Sequence[int], protocol: Protocol) -> Prepared:
+        from supernet.onnx_export import ort_session
+
+        sess = ort_session(exported, self.threads, self.inter_op, self.providers, self.graph_optimization,
+                           self.allow_spinning)
         x = np.random.default_rng(0).standard_normal(tuple(input_shape), dtype=np.float32)
         feed = {sess.get_inputs()[0].name: x}
         run = lambda: sess.run(None, feed)  # noqa: E731
@@ -119,11 +162,14 @@ class TorchBackend(Backend):
     def settings(self) -> dict[str, Any]:
         return {"backend": "torch", "threads": self.threads, "deploy": self.deploy}
 
-    def prepare(self, module: nn.Module, input_shape: Sequence[int], protocol: Protocol) -> Prepared:
+    def export(self, module: nn.Module, input_shape: Sequence[int], directory: Path) -> nn.Module:
         from supernet.deploy import fuse
 
+        return fuse(module) if self.deploy else module.eval()
+
+    def load(self, exported: nn.Module, input_shape: Sequence[int], protocol: Protocol) -> Prepared:
         torch.set_num_threads(self.threads)
-        net = fuse(module) if self.deploy else module.eval()
+        net = exported
         x = torch.randn(*input_shape)
 
         def run() -> None:
@@ -173,7 +219,7 @@ class CommandBackend(Backend):
     self_timed = True  # the device's benchmark binary does the warm-up and repeats itself
 
     def __init__(self, command: Optional[str] = None, regex: str = r"median_ms=([0-9.]+)", timeout_s: float = 300.0,
-                 threads: int = 1, opset: int = 17, workdir: Optional[str] = None, label: str = "",
+                 threads: int = 1, opset: int = DEFAULT_OPSET, workdir: Optional[str] = None, label: str = "",
                  command_file: Optional[str] = None) -> None:
         command = command_template(command, command_file)
         try:
@@ -210,12 +256,14 @@ class CommandBackend(Backend):
             raise DeviceError(f"device.regex {self.regex!r} found no latency in the output of: {cmd}")
         return statistics.median(values)
 
-    def prepare(self, module: nn.Module, input_shape: Sequence[int], protocol: Protocol) -> Prepared:
+    def export(self, module: nn.Module, input_shape: Sequence[int], directory: Path) -> Path:
         from supernet.onnx_export import export_onnx
 
-        tmp = tempfile.TemporaryDirectory(prefix="eformer-lut-")
-        path = export_onnx(module, Path(tmp.name) / "model.onnx", input_shape, self.opset, dynamic_batch=False)
-        return Prepared(lambda: None, lambda: self._run(path, input_shape, protocol), tmp.cleanup)
+        path = onnx_path(directory)
+        return export_onnx(module, path, input_shape, self.opset, dynamic_batch=False, exporter=TIMING_EXPORTER)
+
+    def load(self, exported: Path, input_shape: Sequence[int], protocol: Protocol) -> Prepared:
+        return Prepared(lambda: None, lambda: self._run(exported, input_shape, protocol))
 
 
 BACKEND_CLASSES: dict[str, type[Backend]] = {"ort": OrtBackend, "torch": TorchBackend, "command": CommandBackend}

@@ -1,7 +1,13 @@
-"""Build a LUT: enumerate the space's unique block signatures, measure each piece, write after every entry.
+"""Build a LUT: enumerate the space's unique block signatures, measure each piece, write after every batch.
+
+Pieces are measured in batches whose samples are interleaved. Every batch also samples one fixed
+*anchor* piece (:func:`anchor_signature`, one session for the whole build), whose latency in that batch
+is stored beside each entry (``anchor_ms``): the machine's speed drifts by 10-20 % over seconds on shared
+VMs (and phones throttle), and that drift hits a whole batch alike, so :class:`~latency_lut.lut.LatencyLUT`
+divides it out (``experiments/results/lut_ablation.md``).
 
 Resumable: rerunning with the same settings skips the entries already in the file; a file made
-with different settings (space, image size, device, protocol) is refused rather than mixed.
+with different settings (space, image size, device, protocol, anchor) is refused rather than mixed.
 """
 from __future__ import annotations
 
@@ -15,7 +21,7 @@ from typing import Any, Iterator, Optional
 import torch
 from tqdm import tqdm
 
-from latency_lut.backends import Backend
+from latency_lut.backends import TIMING_EXPORTER, Backend
 from latency_lut.lut import LUT_FORMAT, STATISTICS, LatencyLUT, LUTError
 from latency_lut.machine import machine_summary
 from latency_lut.timing import Protocol, measure_samplers
@@ -25,7 +31,9 @@ from supernet.signatures import BlockSignature, block_signature, embedding_signa
 from supernet.space import SearchSpace
 
 # settings that must match for a LUT file to be resumed
-_RESUME_KEYS = ("space_hash", "image_size", "num_classes", "distillation", "batch_size", "device", "protocol", "statistic", "interleave")
+_RESUME_KEYS = ("space_hash", "image_size", "num_classes", "distillation", "batch_size", "device", "protocol", "statistic", "interleave",
+                "anchor")
+ANCHOR = "__anchor__"
 
 
 def space_signatures(space: SearchSpace, image_size: int, num_classes: int, distillation: bool) -> list[BlockSignature]:
@@ -46,16 +54,23 @@ def space_signatures(space: SearchSpace, image_size: int, num_classes: int, dist
     return sorted(sigs)
 
 
+def anchor_signature(sigs: list[BlockSignature]) -> BlockSignature:
+    """The build's drift reference: the FFN block of median MACs among ``sigs`` (a mid-sized piece of the
+    kind most networks are made of), or the median piece of any kind where the space has no FFN."""
+    pool = [s for s in sigs if s.kind == "ffn"] or sigs
+    return sorted(pool, key=lambda s: (s.macs, s.key))[len(pool) // 2]
+
+
 def lut_metadata(space: SearchSpace, backend: Backend, device_name: str, image_size: int, num_classes: int,
                  distillation: bool, batch_size: int, protocol: Protocol, statistic: str,
-                 interleave: int) -> dict[str, Any]:
+                 interleave: int, anchor: str) -> dict[str, Any]:
     return {
         "format": LUT_FORMAT, "space_name": space.name, "space_hash": space.hash, "image_size": image_size,
         "num_classes": num_classes, "distillation": distillation, "batch_size": batch_size,
         "device_name": device_name, "device": backend.settings(), "protocol": protocol.__dict__,
         "machine": machine_summary(), "created": dt.datetime.now().isoformat(timespec="seconds"),
-        "statistic": statistic, "interleave": interleave, "complete": False, "calibration": None,
-        "exporter": f"torchscript (torch {torch.__version__})",  # pieces: the fast exporter, same latency (bench_exporters)
+        "statistic": statistic, "interleave": interleave, "anchor": anchor, "complete": False, "calibration": None,
+        "exporter": f"{TIMING_EXPORTER}: torchscript, dynamo where it fails (torch {torch.__version__})",
     }
 
 
@@ -81,9 +96,10 @@ def build_lut(
 ) -> LatencyLUT:
     """Measure every signature of ``space`` not yet in ``out`` and save after each measured batch.
 
-    Entries are measured in batches of ``interleave`` pieces whose samples are taken round-robin in
-    a shuffled order: a burst of machine noise then costs a few samples of many entries (discarded
-    by the lower-quartile/median summaries) instead of biasing every sample of one entry.
+    Entries are measured in batches of ``interleave`` pieces (plus the anchor) whose samples are taken
+    round-robin in a shuffled order: a burst of machine noise then costs a few samples of many entries
+    (discarded by the lower-quartile/median summaries) instead of biasing every sample of one entry, and a
+    slow or fast spell of the whole batch is seen by the anchor and divided out.
     """
     out = Path(out)
     if statistic not in STATISTICS:
@@ -125,8 +141,10 @@ def exclusive_writer(out: Path) -> Iterator[None]:
 def _build(space: SearchSpace, backend: Backend, out: Path, image_size: int, num_classes: int, distillation: bool,
            batch_size: int, protocol: Protocol, device_name: str, progress: bool, limit: Optional[int], statistic: str,
            interleave: int) -> LatencyLUT:
+    sigs = space_signatures(space, image_size, num_classes, distillation)
+    anchor = anchor_signature(sigs)
     meta = lut_metadata(space, backend, device_name, image_size, num_classes, distillation, batch_size, protocol,
-                        statistic, interleave)
+                        statistic, interleave, anchor.key)
     if out.is_file():
         lut = LatencyLUT.load(out)
         diff = [k for k in _RESUME_KEYS if lut.meta.get(k) != meta[k]]
@@ -135,29 +153,37 @@ def _build(space: SearchSpace, backend: Backend, out: Path, image_size: int, num
             raise LUTError(f"{out} was built with other settings ({detail}); use another out=... or delete it")
     else:
         lut = LatencyLUT.empty(meta)
-    sigs = space_signatures(space, image_size, num_classes, distillation)
     done = set(lut.table["key"])
     todo = [s for s in measurement_order(sigs) if s.key not in done][:limit]
     bar = tqdm(total=len(todo), desc=f"eformer-lut build ({len(done)}/{len(sigs)} done)", unit="entry",
                disable=not progress, dynamic_ncols=True)
     rounds = Protocol(protocol.warmup, backend.samples_per_measurement(protocol), protocol.number,
                       protocol.cache, protocol.flush_mb)
-    for start in range(0, len(todo), max(1, interleave)):
-        batch = todo[start : start + max(1, interleave)]
-        bar.set_postfix_str(batch[0].kind)
-        prepared = {s.key: backend.prepare(build_piece(s), (batch_size, *s.input_shape), protocol) for s in batch}
-        try:
-            stats = measure_samplers({k: p.sample for k, p in prepared.items()},
-                                     {k: p.warmup for k, p in prepared.items()}, rounds, seed=start)
-        finally:
-            for p in prepared.values():
-                p.close()
-        for sig in batch:  # a batch's entries complete together; each is written as soon as it is
-            st = stats[sig.key]
-            lut.add(sig, {"median_ms": st.median_ms, "q25_ms": st.q25_ms, "iqr_ms": st.iqr_ms, "cv": st.cv,
-                          "min_ms": st.min_ms, "n": st.n})
-        lut.save(out)
-        bar.update(len(batch))
+    size = max(1, interleave)
+    reference = backend.prepare(build_piece(anchor), (batch_size, *anchor.input_shape), protocol) if todo else None
+    try:
+        for start in range(0, len(todo), size):
+            batch = todo[start : start + size]
+            bar.set_postfix_str(batch[0].kind)
+            prepared = {s.key: backend.prepare(build_piece(s), (batch_size, *s.input_shape), protocol) for s in batch}
+            try:
+                assert reference is not None
+                samplers = {**{k: p.sample for k, p in prepared.items()}, ANCHOR: reference.sample}
+                warmups = {**{k: p.warmup for k, p in prepared.items()}, ANCHOR: reference.warmup}
+                stats = measure_samplers(samplers, warmups, rounds, seed=start, before_round=backend.before_round(protocol))
+            finally:
+                for p in prepared.values():
+                    p.close()
+            anchor_ms = stats[ANCHOR].value(statistic)
+            for sig in batch:  # a batch's entries complete together and are written together
+                st = stats[sig.key]
+                lut.add(sig, {"median_ms": st.median_ms, "q25_ms": st.q25_ms, "iqr_ms": st.iqr_ms, "cv": st.cv,
+                              "min_ms": st.min_ms, "n": st.n, "anchor_ms": anchor_ms})
+            lut.save(out)
+            bar.update(len(batch))
+    finally:
+        if reference is not None:
+            reference.close()
     bar.close()
     if len(set(lut.table["key"])) >= len(sigs) and not lut.meta.get("complete"):
         lut.meta["complete"] = True

@@ -23,9 +23,8 @@ from supernet.space import SearchSpace
 
 def two_passes(archs: dict[str, ArchConfig], backend: Backend, protocol: Protocol, batch: int = 1, seed: int = 0,
                progress: bool = False) -> tuple[dict[str, Stats], dict[str, Stats]]:
-    """Two independent interleaved measurements of the same networks (different orders)."""
-    first = measure_networks(archs, backend, protocol, batch, seed, progress)
-    second = measure_networks(archs, backend, protocol, batch, seed + 7919, progress)
+    """Two independent interleaved measurements of the same networks (fresh sessions, different orders)."""
+    first, second = measure_networks(archs, backend, protocol, batch, seed, progress, passes=2)
     return first, second
 
 

@@ -1,8 +1,11 @@
 """The latency lookup table: one row per block signature, plus metadata and a calibration.
 
-Stored as parquet (metadata in the schema under ``eformer_lut``) with a CSV export beside it.
-``predict(arch) = a * sum(block latencies) + b`` where (a, b) is the correction fitted by
-``eformer-lut validate`` (1, 0 before that).
+Stored as parquet (metadata in the schema under ``eformer_lut``) with a CSV export beside it. Each entry's
+latency is its measured statistic (``q25_ms`` or ``median_ms``) divided by the build's drift anchor as
+measured in the same batch and multiplied by the anchor's median over the file (``anchor_ms``; see
+:mod:`latency_lut.build`). ``predict(arch)`` applies the calibration fitted by ``eformer-lut validate``
+(:mod:`latency_lut.calibration`) to the network's features (its pieces' latencies, per kind, and their
+count); before that it is the plain sum.
 """
 from __future__ import annotations
 
@@ -15,15 +18,18 @@ from typing import Any, Optional
 
 import pandas as pd
 
+from latency_lut.calibration import KIND_PREFIX, from_stored
 from supernet.arch import ArchConfig
 from supernet.errors import UserError
 from supernet.io_utils import atomic_write
-from supernet.signatures import BlockSignature, arch_signatures, interned
+from supernet.signatures import KINDS, BlockSignature, arch_signatures, interned
 from supernet.space import SearchSpace
 
-LUT_FORMAT = "eformer-lut/1"
+LUT_FORMAT = "eformer-lut/2"
+READABLE_FORMATS = ("eformer-lut/1", LUT_FORMAT)  # /1: no drift anchor, calibration without weights
 SIG_COLUMNS = [f.name for f in dataclasses.fields(BlockSignature)]
-STAT_COLUMNS = ["median_ms", "q25_ms", "iqr_ms", "cv", "min_ms", "n"]
+STAT_COLUMNS = ["median_ms", "q25_ms", "iqr_ms", "cv", "min_ms", "n", "anchor_ms"]
+LATENCY_COLUMNS = ("median_ms", "q25_ms", "min_ms", "anchor_ms")
 STATISTICS = {"median": "median_ms", "q25": "q25_ms"}
 INT_COLUMNS = ["n", "params", "macs"]  # counts: integers in the file and after loading
 
@@ -32,6 +38,7 @@ class LUTError(UserError):
     """A LUT that does not fit the request (other space, image size, missing entries)."""
 
 
+FEATURES = ("sum", *(KIND_PREFIX + k for k in KINDS), "pieces")  # what a calibration may weigh
 _META_TYPES = {"space_name": str, "space_hash": str, "image_size": int, "num_classes": int, "distillation": bool,
                "batch_size": int, "device_name": str, "device": dict}
 
@@ -47,15 +54,17 @@ def check_meta(meta: dict[str, Any], path: Path) -> None:
         raise LUTError(f"{path}: metadata field 'statistic' is {statistic!r}; expected one of {', '.join(STATISTICS)}")
     cal = meta.get("calibration")
     if cal is not None:
-        ok = isinstance(cal, dict) and all(
-            isinstance(cal.get(k), (int, float)) and not isinstance(cal.get(k), bool) and math.isfinite(cal[k]) for k in ("a", "b"))
-        kinds = cal.get("kinds") if isinstance(cal, dict) else None
-        if ok and kinds is not None:
-            ok = isinstance(kinds, dict) and all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in kinds.values())
+        def number(v: Any) -> bool:
+            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+        ok = isinstance(cal, dict) and number(cal.get("a")) and number(cal.get("b"))
+        for key, names in (("kinds", KINDS), ("weights", FEATURES)):
+            part = cal.get(key) if ok else None
+            if ok and part is not None:
+                ok = isinstance(part, dict) and all(k in names and number(v) for k, v in part.items())
         if not ok:
-            raise LUTError(f"{path}: calibration {cal!r} is not finite numbers a and b (and per-kind factors) "
-                           "(refit with eformer-lut validate)")
+            raise LUTError(f"{path}: calibration {str(cal)[:200]!r} is not finite numbers a and b (and weights of the "
+                           f"features {', '.join(FEATURES)}) (refit with eformer-lut validate)")
 
 
 def check_table(df: pd.DataFrame, meta: dict[str, Any], path: Path) -> None:
@@ -70,7 +79,7 @@ def check_table(df: pd.DataFrame, meta: dict[str, Any], path: Path) -> None:
         if c != "kind" and not pd.api.types.is_numeric_dtype(df[c]):
             raise LUTError(f"{path}: column {c!r} holds non-numbers")
     for c in STAT_COLUMNS:
-        if c in df.columns and c in ("median_ms", "q25_ms", "min_ms"):
+        if c in df.columns and c in LATENCY_COLUMNS:
             values = pd.to_numeric(df[c], errors="coerce")
             bad = ~(values.notna() & (values > 0) & (values < float("inf")))
             if bad.any():
@@ -93,15 +102,18 @@ class LatencyLUT:
         return self.meta.get("statistic", "median")
 
     def _index(self) -> None:
-        column = STATISTICS[self.statistic]
+        values = self.table[STATISTICS[self.statistic]].astype(float)
+        if "anchor_ms" in self.table.columns and len(self.table) and self.table["anchor_ms"].notna().all():
+            anchor = self.table["anchor_ms"].astype(float)
+            values = values * (float(anchor.median()) / anchor)  # the batch's drift divided out
+        self._values = values
         self._ms: dict[BlockSignature, float] = {
-            interned(BlockSignature(*row[:-1])): row[-1]
-            for row in self.table[SIG_COLUMNS + [column]].itertuples(index=False, name=None)
+            interned(BlockSignature(*row)): float(v)
+            for row, v in zip(self.table[SIG_COLUMNS].itertuples(index=False, name=None), values)
         }
-        cal = self.meta.get("calibration") or {}
-        self.a, self.b = float(cal.get("a", 1.0)), float(cal.get("b", 0.0))
-        self.kind_factors: Optional[dict[str, float]] = (
-            {str(k): float(v) for k, v in cal["kinds"].items()} if cal.get("kinds") else None)
+        cal = from_stored(self.meta.get("calibration") or {"model": "sum", "a": 1.0, "b": 0.0})
+        self.a, self.b = float(cal["a"]), float(cal["b"])
+        self.weights: dict[str, float] = {str(k): float(v) for k, v in cal["weights"].items()}
 
     # ------------------------------------------------------------------ identity
     @property
@@ -124,7 +136,11 @@ class LatencyLUT:
     def add(self, sig: BlockSignature, stats: dict[str, float]) -> None:
         row = {**dataclasses.asdict(sig), "key": sig.key, **stats, "params": sig.params, "macs": sig.macs}
         self.table = pd.concat([self.table, pd.DataFrame([row])], ignore_index=True)
-        self._ms[interned(sig)] = float(stats[STATISTICS[self.statistic]])
+        self._index()
+
+    def latency(self, sig: BlockSignature) -> float:
+        """One entry's latency (ms) as predictions use it (drift-anchored statistic)."""
+        return self._ms[interned(sig)]
 
     def missing(self, arch: ArchConfig) -> list[str]:
         return [s.key for s in arch_signatures(arch) if s not in self._ms]
@@ -145,20 +161,27 @@ class LatencyLUT:
                 f"{self.meta['space_hash']}, {self.meta['num_classes']} classes, distillation {self.meta['distillation']})"
             ) from None
 
-    def kind_sums(self, arch: ArchConfig) -> dict[str, float]:
-        """The uncalibrated piece latencies of ``arch`` summed per piece kind (stem, ffn, attn, embed, ...)."""
+    def features(self, arch: ArchConfig) -> dict[str, float]:
+        """What calibrations weigh (:data:`FEATURES`): the pieces' latencies in all (``sum``) and per kind
+        (``sum:<kind>``), and how many pieces there are (``pieces``)."""
         self.block_sum(arch)  # the same checks (image size, missing entries)
-        out: dict[str, float] = {}
+        ms = self._ms
+        out: dict[str, float] = {"sum": 0.0, "pieces": 0.0}
         for s in arch_signatures(arch):
-            out[s.kind] = out.get(s.kind, 0.0) + self._ms[s]
+            v = ms[s]
+            key = KIND_PREFIX + s.kind
+            out[key] = out.get(key, 0.0) + v
+            out["sum"] += v
+            out["pieces"] += 1
         return out
 
     def predict(self, arch: ArchConfig) -> float:
-        """Predicted latency (ms): ``sum_k a_k * kind_sum_k + b`` with a per-kind calibration,
-        ``a * block_sum(arch) + b`` with a global one (``eformer-lut validate`` fits and picks)."""
-        if self.kind_factors is None:
-            return self.a * self.block_sum(arch) + self.b
-        return sum(self.kind_factors.get(k, self.a) * v for k, v in self.kind_sums(arch).items()) + self.b
+        """Predicted latency (ms): the calibration's weighted features plus its offset (the plain sum before
+        ``eformer-lut validate`` fitted one)."""
+        if len(self.weights) == 1 and "sum" in self.weights:
+            return self.weights["sum"] * self.block_sum(arch) + self.b
+        f = self.features(arch)
+        return sum(w * f.get(k, 0.0) for k, w in self.weights.items()) + self.b
 
     def set_calibration(self, **calibration: Any) -> None:
         self.meta["calibration"] = calibration
@@ -178,7 +201,8 @@ class LatencyLUT:
 
         out = atomic_write(path, write)
         if csv:
-            atomic_write(Path(path).with_suffix(".csv"), lambda tmp: self.table.to_csv(tmp, index=False))
+            table = self.table.assign(latency_ms=self._values)  # what predictions use (drift-anchored)
+            atomic_write(Path(path).with_suffix(".csv"), lambda tmp: table.to_csv(tmp, index=False))
         return out
 
     @classmethod
@@ -202,8 +226,8 @@ class LatencyLUT:
             raise LUTError(f"{p}: not a latency LUT ({type(exc).__name__})") from None
         if not isinstance(meta, dict):
             raise LUTError(f"{p}: LUT metadata is a {type(meta).__name__}, expected a mapping")
-        if meta.get("format") != LUT_FORMAT:
-            raise LUTError(f"{p}: unsupported LUT format {meta.get('format')!r} (expected {LUT_FORMAT})")
+        if meta.get("format") not in READABLE_FORMATS:
+            raise LUTError(f"{p}: unsupported LUT format {meta.get('format')!r} (expected one of {', '.join(READABLE_FORMATS)})")
         check_meta(meta, p)
         if space is not None and meta["space_hash"] != space.hash:
             raise LUTError(
@@ -235,10 +259,12 @@ class LatencyLUT:
     def describe(self) -> str:
         m = self.meta
         cal = m.get("calibration")
-        cal_s = f"a={cal['a']:.4f} b={cal['b']:.4f} ms" if cal else "none (eformer-lut validate fits one)"
+        cal_s = (f"{cal.get('model', 'global')}: " + ", ".join(f"{k}={v:.4g}" for k, v in self.weights.items())
+                 + f", b={self.b:.4f} ms" if cal else "none (eformer-lut validate fits one)")
         return (
             f"LUT {m['space_name']} ({m['space_hash']}), image {m['image_size']}, batch {m['batch_size']}, "
-            f"{len(self)} entries, complete={m.get('complete', False)}, statistic={self.statistic}\n"
+            f"{len(self)} entries, complete={m.get('complete', False)}, statistic={self.statistic}, "
+            f"drift anchor {m.get('anchor') or 'none'}\n"
             f"device {m['device_name']}: {json.dumps(m['device'])}\n"
             f"protocol {json.dumps(m['protocol'])}; machine {m['machine']['cpu']}; created {m['created']}\n"
             f"calibration: {cal_s}"

@@ -10,16 +10,19 @@ import dataclasses
 import random
 import statistics
 import time
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Mapping, Optional, Sequence
 
 
 @dataclasses.dataclass(frozen=True)
 class Protocol:
     """How one latency is measured: ``warmup`` untimed calls, then ``repeats`` samples of ``number`` calls.
 
-    ``cache="cold"`` flushes the CPU caches before every timed call (and re-touches the input): a
-    piece inside a network finds its weights evicted by the rest of the network, which a piece
-    timed alone in a loop does not (see experiments/results/lut_default.md).
+    ``cache="cold"``: the CPU caches are flushed once per round of interleaved samples, before any piece
+    of the round runs, and each piece re-reads its input just before its timed call. Every piece therefore
+    finds its own weights evicted (nothing touched them since the flush), as a piece inside a network does
+    after the rest of the network ran, while the flush costs one buffer write per round instead of one per
+    sample (``experiments/results/lut_ablation.md`` compares both). With ``number > 1`` only the first call
+    of a sample is cold.
     """
 
     warmup: int = 5
@@ -97,7 +100,8 @@ def default_flush_bytes(llc_bytes: int) -> int:
 
 
 class CacheFlusher:
-    """Evicts the CPU caches by writing a buffer larger than the cache (see :func:`default_flush_bytes`)."""
+    """Evicts the CPU caches by writing a buffer larger than the cache (see :func:`default_flush_bytes`).
+    One instance per size is kept by :func:`flusher` (the buffer is allocated once)."""
 
     def __init__(self, flush_mb: int = 0) -> None:
         import numpy as np
@@ -109,16 +113,20 @@ class CacheFlusher:
         self.buffer += 1.0
 
 
-def time_cold(fn: Callable[[], object], flush: Callable[[], None], touch: Callable[[], object], number: int = 1) -> float:
-    """Milliseconds per call of ``fn``, each call after a cache flush and a re-read of its input."""
-    total = 0.0
-    for _ in range(number):
-        flush()
-        touch()
-        start = time.perf_counter()
-        fn()
-        total += time.perf_counter() - start
-    return total * 1e3 / number
+_FLUSHERS: dict[int, CacheFlusher] = {}
+
+
+def flusher(flush_mb: int = 0) -> CacheFlusher:
+    """The shared flusher of that size (``0``: :func:`default_flush_bytes`)."""
+    if flush_mb not in _FLUSHERS:
+        _FLUSHERS[flush_mb] = CacheFlusher(flush_mb)
+    return _FLUSHERS[flush_mb]
+
+
+def time_touched(fn: Callable[[], object], touch: Callable[[], object], number: int = 1) -> float:
+    """Milliseconds per call of ``fn`` (``number`` back-to-back calls) right after re-reading its input."""
+    touch()
+    return time_once(fn, number)
 
 
 def time_once(fn: Callable[[], object], number: int = 1) -> float:
@@ -141,9 +149,11 @@ def measure_samplers(
     warmups: Mapping[str, Callable[[], object]],
     protocol: Protocol = Protocol(),
     seed: int = 0,
+    before_round: Optional[Callable[[], object]] = None,
 ) -> dict[str, Stats]:
     """Collect ``protocol.repeats`` samples (ms) from each sampler round-robin, in a freshly shuffled
-    order every round, after running each warm-up; drift and "who runs after whom" effects are shared."""
+    order every round, after running each warm-up; drift and "who runs after whom" effects are shared.
+    ``before_round`` runs at the start of every round (the cache flush of the cold protocol)."""
     for warm in warmups.values():
         warm()
     samples: dict[str, list[float]] = {k: [] for k in samplers}
@@ -151,6 +161,8 @@ def measure_samplers(
     rng = random.Random(seed)
     for _ in range(protocol.repeats):
         rng.shuffle(order)
+        if before_round is not None:
+            before_round()
         for key in order:
             samples[key].append(samplers[key]())
     return {k: Stats.of(v) for k, v in samples.items()}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import random
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -55,18 +56,31 @@ def accuracy_metrics(pred: np.ndarray, meas: np.ndarray) -> dict[str, float]:
 
 
 def measure_networks(archs: dict[str, ArchConfig], backend: Backend, protocol: Protocol, batch: int = 1,
-                     seed: int = 0, progress: bool = True) -> dict[str, Stats]:
-    """End-to-end latency of whole networks (random weights), measured interleaved on ``backend``."""
-    prepared = {}
-    for name, arch in tqdm(archs.items(), desc="export networks", unit="net", disable=not progress):
-        prepared[name] = backend.prepare(build_model(arch).eval(), (batch, 3, arch.image_size, arch.image_size), protocol)
-    warmups = {k: (lambda p=p: p.warmup()) for k, p in prepared.items()}
-    rounds = Protocol(protocol.warmup, backend.samples_per_measurement(protocol), protocol.number)
-    try:
-        return measure_samplers({k: p.sample for k, p in prepared.items()}, warmups, rounds, seed)
-    finally:
-        for p in prepared.values():
-            p.close()
+                     seed: int = 0, progress: bool = True, passes: int = 1) -> list[dict[str, Stats]]:
+    """End-to-end latency of whole networks (random weights) on ``backend``, in ``passes`` independent passes.
+
+    Every network is exported once; each pass loads a fresh session of every export, warms them up and takes
+    its samples interleaved in its own shuffled order (seed ``seed + 1000 * pass``). One pass per entry."""
+    with tempfile.TemporaryDirectory(prefix="eformer-lut-nets-") as tmp:
+        exported = {}
+        for name, arch in tqdm(archs.items(), desc="export networks", unit="net", disable=not progress):
+            shape = (batch, 3, arch.image_size, arch.image_size)
+            exported[name] = (backend.export(build_model(arch).eval(), shape, Path(tmp)), shape)
+        rounds = Protocol(protocol.warmup, backend.samples_per_measurement(protocol), protocol.number,
+                          protocol.cache, protocol.flush_mb)
+        runs = []
+        for k in range(passes):
+            prepared = {}
+            try:
+                for name, (art, shape) in exported.items():
+                    prepared[name] = backend.load(art, shape, protocol)
+                runs.append(measure_samplers({n: p.sample for n, p in prepared.items()},
+                                             {n: p.warmup for n, p in prepared.items()}, rounds, seed + 1000 * k,
+                                             before_round=backend.before_round(protocol)))
+            finally:
+                for p in prepared.values():
+                    p.close()
+        return runs
 
 
 def validate_lut(
@@ -91,25 +105,25 @@ def validate_lut(
     rng = random.Random(seed)
     archs = {f"m{i:03d}": space.sample(rng, **ctx).replace(name=f"m{i:03d}") for i in range(members)}
     archs.update({p: ArchConfig.preset(p).replace(**ctx) for p in PRESETS if space.contains(ArchConfig.preset(p))})
-    runs = [measure_networks(archs, backend, protocol, batch, seed + 1000 * k, progress) for k in range(passes)]
+    runs = measure_networks(archs, backend, protocol, batch, seed, progress, passes)
     stats = runs[0]
     stat = lut.statistic
     sums = {k: lut.block_sum(a) for k, a in archs.items()}
-    kinds = {k: lut.kind_sums(a) for k, a in archs.items()}
+    feats = {k: lut.features(a) for k, a in archs.items()}
     names = [k for k in archs if k.startswith("m")]
     order = names[:]
     random.Random(seed + 1).shuffle(order)
     n_fit = max(2, int(round(len(order) * fit_fraction)))
     fit, held = order[:n_fit], order[n_fit:]
     ys = np.array([stats[k].value(stat) for k in fit])
-    chosen, candidates = choose(np.array([sums[k] for k in fit]), [kinds[k] for k in fit], ys)
+    chosen, candidates = choose([feats[k] for k in fit], ys)
     yh = np.array([stats[k].value(stat) for k in held])
-    xh, kh = np.array([sums[k] for k in held]), [kinds[k] for k in held]
-    ablation = {name: accuracy_metrics(predict_with(cal, xh, kh), yh) for name, cal in candidates.items()}
+    fh = [feats[k] for k in held]
+    ablation = {name: accuracy_metrics(predict_with(cal, fh), yh) for name, cal in candidates.items()}
     repeatability = (accuracy_metrics(np.array([runs[1][k].value(stat) for k in held]), yh) if passes > 1 else None)
 
     def lut_ms(k: str) -> float:
-        return float(predict_with(chosen, np.array([sums[k]]), [kinds[k]])[0])
+        return float(predict_with(chosen, [feats[k]])[0])
 
     report: dict[str, Any] = {
         "lut": str(lut_path), "members": members, "fit": len(fit), "held_out": len(held), "passes": passes,
@@ -130,7 +144,7 @@ def validate_lut(
                     **({"pass2_ms": runs[1][k].value(stat)} if passes > 1 else {}),
                     "split": "fit" if k in fit else "held_out"} for k in names],
     }
-    lut.set_calibration(**{k: v for k, v in chosen.items() if k in ("model", "a", "b", "kinds")}, fitted_on=len(fit),
+    lut.set_calibration(**{k: v for k, v in chosen.items() if k in ("model", "a", "b", "weights")}, fitted_on=len(fit),
                         held_out=report["held_out_calibrated"], repeatability=repeatability, date=lut.meta["created"])
     lut.save(lut_path, csv=True)
     if out_dir is not None:

@@ -45,7 +45,7 @@ def released_vs_derived(runs: dict[str, dict[str, Any]], lut_path: str | Path, p
         row["dominates_released"] = d["top1"] >= rel["top1"] and d["lut_ms"] <= rel["lut_ms"]
         rows.append(row)
     device = dict(lut.meta["device"], name=lut.meta["device_name"])
-    stats = measure_networks(nets, make_backend(device), protocol, progress=progress)
+    stats = measure_networks(nets, make_backend(device), protocol, progress=progress)[0]
     for r in rows:
         for kind in ("released", "derived"):
             s = stats[f"{kind}-{r['budget']}"]

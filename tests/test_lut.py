@@ -50,12 +50,28 @@ def test_predict_is_calibrated_sum(tiny_lut):
     path, _, _ = tiny_lut
     lut = LatencyLUT.load(path, space=TINY, image_size=64)
     arch = TINY.largest(**CTX)
-    assert lut.statistic == "q25"
-    by_key = dict(zip(lut.table["key"], lut.table["q25_ms"]))
+    assert lut.statistic == "q25" and lut.meta["anchor"] in set(lut.table["key"])
+    ref = lut.table["anchor_ms"].median()
+    by_key = dict(zip(lut.table["key"], lut.table["q25_ms"] * ref / lut.table["anchor_ms"]))
     total = sum(by_key[s.key] for s in arch_signatures(arch))
     assert lut.predict(arch) == pytest.approx(total)
     lut.set_calibration(a=1.5, b=0.25)
     assert lut.predict(arch) == pytest.approx(1.5 * total + 0.25)
+
+
+def test_drift_anchor_divides_out_a_slow_batch(tiny_lut):
+    """Two batches, the second measured while the machine ran at half speed (every piece and the anchor
+    twice as slow): anchored latencies are the same for both, raw ones are not."""
+    _, built, _ = tiny_lut
+    sigs = space_signatures(TINY, 64, 10, False)[:6]
+    lut = LatencyLUT.empty(dict(built.meta))
+    for i, sig in enumerate(sigs):
+        slow = 2.0 if i >= 3 else 1.0
+        lut.add(sig, {"median_ms": slow * 1.0, "q25_ms": slow * 1.0, "iqr_ms": 0.0, "cv": 0.0, "min_ms": slow,
+                      "n": 3, "anchor_ms": slow * 0.5})
+    ref = lut.table["anchor_ms"].median()  # 0.75: half the entries at 0.5, half at 1.0
+    assert [lut.latency(s) for s in sigs] == pytest.approx([ref / 0.5] * 6)
+    assert set(lut.table["q25_ms"]) == {1.0, 2.0}
 
 
 def test_refusals(tiny_lut):
@@ -132,11 +148,11 @@ def test_validate_tiny(tiny_lut, tmp_path):
     rng = random.Random(5)
     assert all(point["pass2_ms"] > 0 and point["lut_ms"] > 0 for point in rep["points"])
     some = TINY.sample(rng, **stored.context)
-    ks = stored.kind_sums(some)
-    assert sum(ks.values()) == pytest.approx(stored.block_sum(some))
-    expected = (sum(stored.kind_factors.get(k, stored.a) * v for k, v in ks.items()) if stored.kind_factors
-                else stored.a * stored.block_sum(some)) + stored.b
-    assert stored.predict(some) == pytest.approx(expected)
+    f = stored.features(some)
+    assert sum(v for k, v in f.items() if k.startswith("sum:")) == pytest.approx(f["sum"]) == pytest.approx(stored.block_sum(some))
+    assert f["pieces"] == len(list(arch_signatures(some)))
+    w = rep["calibration"]["weights"]
+    assert stored.predict(some) == pytest.approx(sum(v * f[k] for k, v in w.items()) + rep["calibration"]["b"])
 
 
 def test_rank_statistics():
