@@ -15,7 +15,7 @@ from supernet.convert import SOURCES, convert_state_dict, load_converted, read_c
 from supernet.errors import UserError, report_user_errors
 from supernet.io_utils import atomic_torch_save, safe_torch_load
 from supernet.model import EfficientFormerV2, build_model
-from supernet.onnx_export import DEFAULT_OPSET, EXPORTERS, check_onnx_parity, export_onnx
+from supernet.onnx_export import DEFAULT_OPSET, EXPORTERS, MIN_OPSET, check_onnx_parity, export_onnx
 
 MAX_OPSET = 21  # the newest opset torch's exporter and onnxruntime both take here
 
@@ -76,8 +76,8 @@ def cmd_convert(args: argparse.Namespace) -> None:
 
 
 def cmd_onnx(args: argparse.Namespace) -> None:
-    if not 7 <= args.opset <= MAX_OPSET:
-        raise UserError(f"--opset: {args.opset} is not supported (7..{MAX_OPSET})")
+    if not MIN_OPSET <= args.opset <= MAX_OPSET:
+        raise UserError(f"--opset: {args.opset} is not supported ({MIN_OPSET}..{MAX_OPSET})")
     if args.out:
         check_output(Path(args.out), args.weights)
     model = load_network(args.arch, args.weights, args.source, args.image_size)
@@ -114,11 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", help="state dict to load (default: random init)")
     p.add_argument("--source", choices=SOURCES, default="ours", help="layout of --weights")
     p.add_argument("--image-size", type=int, help="override the architecture's image size")
-    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (>= 17, default {DEFAULT_OPSET})")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET,
+                   help=f"ONNX opset ({MIN_OPSET}..{MAX_OPSET}, default {DEFAULT_OPSET}; 17 only with the TorchScript exporter)")
     p.add_argument("--out", help="output .onnx (default: <arch name>.onnx)")
     p.add_argument("--exporter", choices=EXPORTERS, default="auto",
-                   help="auto (default): TorchScript (its graphs run faster under onnxruntime, "
-                        "experiments/results/bench_exporters.md), the torch.export-based dynamo exporter where it fails")
+                   help="auto (default): the torch.export-based exporter, the legacy TorchScript one where it fails "
+                        "(same graph and latency under onnxruntime: experiments/results/bench_exporters.md)")
     p.add_argument("--no-check", action="store_true", help="skip the onnxruntime parity check")
     p.set_defaults(func=cmd_onnx)
 
@@ -131,8 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
 @report_user_errors("eformer-export")
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = build_parser().parse_args(argv)
-    if getattr(args, "opset", DEFAULT_OPSET) < 17:
-        raise UserError(f"--opset: {args.opset} is below the supported minimum 17")
+    opset = getattr(args, "opset", DEFAULT_OPSET)
+    if opset < MIN_OPSET:
+        raise UserError(f"--opset: {opset} is below the supported minimum {MIN_OPSET}")
+    if opset < DEFAULT_OPSET and getattr(args, "exporter", "auto") == "dynamo":
+        raise UserError(f"--opset: {opset} needs --exporter torchscript (the dynamo exporter writes opset {DEFAULT_OPSET} or newer)")
     args.func(args)
 
 

@@ -15,10 +15,14 @@ from supernet.deploy import fuse
 from supernet.errors import UserError
 from supernet.io_utils import atomic_write
 
-DEFAULT_OPSET = 17
-
-
+DEFAULT_OPSET = 18  # the lowest opset the torch.export-based exporter writes
+MIN_OPSET = 17  # TorchScript exporter only
 EXPORTERS = ("auto", "dynamo", "torchscript")
+# which exporters each choice tries, in order; "fast" is for timing pieces and whole networks in LUT builds and
+# validations: TorchScript exports 5-10x faster, and after onnxruntime's optimisations both exporters' graphs are
+# the same and run alike (experiments/results/bench_exporters.md)
+_TRY = {"auto": ("dynamo", "torchscript"), "dynamo": ("dynamo",), "torchscript": ("torchscript",),
+        "fast": ("torchscript", "dynamo")}
 
 
 def _torchscript_bytes(net: nn.Module, dummy: torch.Tensor, opset: int, dynamic_batch: bool) -> bytes:
@@ -36,22 +40,52 @@ def _torchscript_bytes(net: nn.Module, dummy: torch.Tensor, opset: int, dynamic_
     return buf.getvalue()
 
 
+def _gelu_as_onnxruntime_fuses_it(self, approximate: str = "none"):
+    """aten.gelu for opsets before ONNX's own Gelu (20): ``(x * (1 + erf(x / sqrt 2))) * 0.5``. torchlib writes
+    ``x * (0.5 * (1 + erf(...)))``, which onnxruntime does not fuse into one Gelu kernel: 35 unfused GELUs made
+    S0 1.37x slower (experiments/results/bench_exporters.md). The TorchScript exporter writes this order."""
+    from onnxscript import opset18 as op
+
+    if approximate != "none":
+        raise NotImplementedError(f"gelu(approximate={approximate!r})")
+    inner = op.Div(self, op.Constant(value_float=1.4142135623730951))
+    return op.Mul(op.Mul(self, op.Add(op.Erf(inner), op.Constant(value_float=1.0))), op.Constant(value_float=0.5))
+
+
 def _dynamo_bytes(net: nn.Module, dummy: torch.Tensor, opset: int, dynamic_batch: bool) -> bytes:
     import logging
 
-
+    if opset < DEFAULT_OPSET:
+        raise ValueError(f"opset: the dynamo exporter writes opset {DEFAULT_OPSET} or newer, not {opset}")
     registration = logging.getLogger("torch.onnx._internal.exporter._registration")
     level = registration.level
     registration.setLevel(logging.ERROR)  # "torchvision is not installed. Skipping torchvision::nms" x4
+    table = {torch.ops.aten.gelu.default: _gelu_as_onnxruntime_fuses_it} if opset < 20 else None
     try:
-        program = torch.onnx.export(
-            net, (dummy,), dynamo=True, opset_version=opset, input_names=["input"], output_names=["output"],
-            dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},) if dynamic_batch else None,
-            optimize=True, verbose=False,
-        )
+        with warnings.catch_warnings():  # torch.export's own deprecation notice about its internals
+            warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
+            program = torch.onnx.export(
+                net, (dummy,), dynamo=True, opset_version=opset, input_names=["input"], output_names=["output"],
+                dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},) if dynamic_batch else None,
+                optimize=True, verbose=False, custom_translation_table=table,
+            )
     finally:
         registration.setLevel(level)
+    assert program is not None
     return program.model_proto.SerializeToString()
+
+
+_EXPORT = {"torchscript": _torchscript_bytes, "dynamo": _dynamo_bytes}
+
+
+def exporter_order(exporter: str, opset: int) -> tuple[str, ...]:
+    """The exporters ``exporter`` tries, in order, at ``opset`` (the dynamo exporter needs opset >= 18)."""
+    if exporter not in _TRY:
+        raise ValueError(f"exporter: {exporter!r} is not one of {', '.join(EXPORTERS)}")
+    order = _TRY[exporter]
+    if opset < DEFAULT_OPSET and exporter != "dynamo":
+        order = tuple(e for e in order if e != "dynamo")
+    return order
 
 
 def onnx_bytes(
@@ -60,32 +94,30 @@ def onnx_bytes(
     opset: int = DEFAULT_OPSET,
     dynamic_batch: bool = True,
     deploy: bool = True,
-    exporter: str = "torchscript",
+    exporter: str = "auto",
 ) -> bytes:
     """Serialise ``model`` (converted to its portable deploy form unless ``deploy=False``) to ONNX.
 
     ``input_shape`` is (B, C, H, W); the batch axis is dynamic when ``dynamic_batch``. ``exporter``:
-    ``torchscript`` (the legacy exporter), ``dynamo`` (``torch.export`` + onnxscript, the current one) or
-    ``auto`` (TorchScript, the dynamo exporter where TorchScript fails or is gone). TorchScript stays first
-    on measurement: its graphs of the released models run 1.34-1.42x faster under onnxruntime CPU than the
-    dynamo exporter's, and export 7-11x faster (``experiments/results/bench_exporters.md``).
+    ``auto`` (the current ``torch.export``-based exporter, TorchScript where it fails), ``dynamo`` or
+    ``torchscript`` (the legacy exporter, also the only one for opset 17). Both write the same operators and,
+    with the GELU translation above, the same graph after onnxruntime's optimisations: the same latency and
+    outputs (``experiments/results/bench_exporters.md``).
     """
-    if opset < 17:
-        raise ValueError(f"opset: {opset} is below the supported minimum 17")
-    if exporter not in EXPORTERS:
-        raise ValueError(f"exporter: {exporter!r} is not one of {', '.join(EXPORTERS)}")
+    if opset < MIN_OPSET:
+        raise ValueError(f"opset: {opset} is below the supported minimum {MIN_OPSET}")
+    order = exporter_order(exporter, opset)
     net = fuse(model, gemm_kernels=False) if deploy else model.eval()
     dummy = torch.zeros(*input_shape)
-    if exporter == "dynamo":
-        return _dynamo_bytes(net, dummy, opset, dynamic_batch)
-    try:
-        return _torchscript_bytes(net, dummy, opset, dynamic_batch)
-    except Exception as exc:
-        if exporter == "torchscript":
-            raise
-        warnings.warn(f"the TorchScript ONNX exporter failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
-                      "used the dynamo exporter instead", RuntimeWarning, stacklevel=2)
-        return _dynamo_bytes(net, dummy, opset, dynamic_batch)
+    for i, name in enumerate(order):
+        try:
+            return _EXPORT[name](net, dummy, opset, dynamic_batch)
+        except Exception as exc:
+            if i == len(order) - 1:
+                raise
+            warnings.warn(f"the {name} ONNX exporter failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
+                          f"used the {order[i + 1]} exporter instead", RuntimeWarning, stacklevel=2)
+    raise AssertionError("unreachable")
 
 
 def export_onnx(
@@ -95,7 +127,7 @@ def export_onnx(
     opset: int = DEFAULT_OPSET,
     dynamic_batch: bool = True,
     deploy: bool = True,
-    exporter: str = "torchscript",
+    exporter: str = "auto",
 ) -> Path:
     """Write ``model`` as ONNX to ``path`` atomically and check it with the ONNX checker."""
     import onnx
