@@ -92,7 +92,10 @@ class SupernetProxy:
     def __init__(self, supernet: Supernet, calib: torch.Tensor, val_x: torch.Tensor, val_y: torch.Tensor,
                  cache_path: Optional[str | os.PathLike] = None, cache_key: str = "") -> None:
         self.net = supernet.eval()
-        self.calib, self.val_x, self.val_y = calib, val_x, val_y
+        # channels-last: oneDNN's 1x1 and depthwise convs on these small maps run 1.5-3x faster in it (same results)
+        self.calib = calib.contiguous(memory_format=torch.channels_last)
+        self.val_x = val_x.contiguous(memory_format=torch.channels_last)
+        self.val_y = val_y
         self.cache_path = Path(cache_path) if cache_path else None
         self.cache_key = cache_key
         self.cache: dict[str, dict[str, float]] = {}

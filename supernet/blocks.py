@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from supernet.layers import OPS, DropPath, Ops
+from supernet.layers import OPS, DropPath, Ops, gelu
 from supernet.signatures import (
     ATTN_HEADS,
     ATTN_KEY_DIM,
@@ -135,7 +135,7 @@ class Attention(_BiasedAttention):
         x = (v.reshape(B, h, -1, n) @ attn.transpose(2, 3)).reshape(B, self.dh, r, r) + v_local
         if self.upsample is not None:
             x = self.upsample(x)
-        return self.proj(F.gelu(x))
+        return self.proj(gelu(x))
 
 
 class LocalGlobalQuery(nn.Module):
@@ -184,7 +184,7 @@ class AttentionDownsample(_BiasedAttention):
         attn = (attn + self.bias()).softmax(dim=-1)
         r2 = self.resolution2
         x = (v.reshape(B, h, -1, self.N) @ attn.transpose(2, 3)).reshape(B, self.dh, r2, r2) + v_local
-        return self.proj(F.gelu(x))
+        return self.proj(gelu(x))
 
 
 class Mlp(nn.Module):
