@@ -14,7 +14,7 @@ from experiments.common import machine_header, write_result
 from latency_lut.machine import peak_gflops
 from latency_lut.timing import Protocol, measure_interleaved
 from supernet import ArchConfig, build_model, count_macs, fuse
-from supernet.onnx_export import onnx_bytes, ort_session
+from supernet.onnx_export import DEFAULT_OPSET, onnx_bytes, ort_session
 
 
 def bench(name: str, batch: int, threads: int, repeats: int) -> dict:
@@ -68,7 +68,7 @@ def main() -> None:
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n" + "\n".join(rows) + "\n\n"
         "eager = `build_model(arch).eval()`; eager deploy = `supernet.fuse(model)` (BN, layer scales and logit scale "
         "folded, bias tables frozen, heads merged, 1x1 convs as GEMMs, channels-last FFN hidden path, GEMM upsampling); "
-        "onnxruntime = the portable deploy form exported to ONNX (opset 17), ORT_ENABLE_ALL, spinning off.\n"
+        f"onnxruntime = the portable deploy form exported to ONNX (opset {DEFAULT_OPSET}), ORT_ENABLE_ALL, spinning off.\n"
         f"{machine_header()}\n"
     )
     path = write_result("bench_inference", md, data)

@@ -153,10 +153,15 @@ def cases(assets: Path) -> list[Case]:
 
     lut_changes = {
         "no q25_ms column": drop("q25_ms"), "no signature column": drop("kind"), "NaN latency": setcol("q25_ms", np.nan),
-        "negative latency": setcol("q25_ms", -1.0), "inf latency": setcol("q25_ms", np.inf), "NaN in signature column": setcol("c_in", np.nan),
+        "negative latency": setcol("q25_ms", -1.0), "inf latency": setcol("q25_ms", np.inf), "NaN in signature column": setcol("in_width", np.nan),
         "metadata without space_hash": meta(lambda m: {k: v for k, v in m.items() if k != "space_hash"}),
         "non-numeric calibration": meta(lambda m: {**m, "calibration": {"a": "x", "b": 0}}), "unknown statistic": meta(lambda m: {**m, "statistic": "max"}),
         "other image size": meta(lambda m: {**m, "image_size": 96}), "other space hash": meta(lambda m: {**m, "space_hash": "0" * 12}),
+        "NaN drift anchor": setcol("anchor_ms", np.nan), "negative drift anchor": setcol("anchor_ms", -2.0),
+        "calibration weight of an unknown feature": meta(lambda m: {**m, "calibration": {"a": 1.0, "b": 0.0, "weights": {"bogus": 1.0}}}),
+        "calibration weights not a mapping": meta(lambda m: {**m, "calibration": {"a": 1.0, "b": 0.0, "weights": [1, 2]}}),
+        "NaN calibration weight": meta(lambda m: {**m, "calibration": {"a": 1.0, "b": 0.0, "weights": {"sum": float("nan")}}}),
+        "unsupported LUT format": meta(lambda m: {**m, "format": "eformer-lut/9"}),
     }
     for label, change in lut_changes.items():
         add(Case("damaged LUT files", f"predict: {label}", ["eformer-lut", "predict", "space=tiny", "arch_file=s0", "out=bad.parquet"],

@@ -16,7 +16,7 @@ import torch
 from experiments.common import machine_header, splice_readme, write_result
 from latency_lut.timing import Protocol, measure_interleaved
 from supernet import ArchConfig, build_model, count_macs, count_params
-from supernet.onnx_export import onnx_bytes, ort_session
+from supernet.onnx_export import DEFAULT_OPSET, onnx_bytes, ort_session
 
 PUBLISHED = {  # timm evaluation of the converted release weights (224, crop 0.95, bicubic)
     "s0": (76.10, 92.85),
@@ -61,7 +61,8 @@ def main() -> None:
         "\n\\* Top-1/Top-5: published timm evaluation of the released weights (224 px, crop 0.95, bicubic), "
         "not measured here. Params (with the distillation head, 1000 classes) and Flops (GMACs: convs, "
         "linears and the two attention matmuls) are computed by this project. Latency: onnxruntime "
-        f"{args.threads} threads, ORT_ENABLE_ALL, deploy-form ONNX (opset 17), median of {args.repeats} "
+        f"{args.threads} threads, ORT_ENABLE_ALL, deploy-form ONNX (opset {DEFAULT_OPSET}, torch.export-based exporter), "
+        f"median of {args.repeats} "
         "interleaved runs after 10 warm-up runs.\n"
         f"{machine_header()}\n"
     )
