@@ -42,10 +42,10 @@ def main() -> None:
     context = lut.context
 
     def ours(seed: int) -> float:
-        study = optuna.create_study(storage=open_storage("memory:"), directions=strategy.directions,
-                                    sampler=strategy.make_sampler({}, seed))
+        storage = open_storage("memory:")
+        study = optuna.create_study(storage=storage, directions=strategy.directions, sampler=strategy.make_sampler({}, seed))
         t = time.perf_counter()
-        run_worker(study, strategy, space, evaluator, budget, args.trials, context, progress=False)
+        run_worker(study, storage, strategy, space, evaluator, budget, args.trials, context, progress=False)
         return args.trials / (time.perf_counter() - t)
 
     def bare(seed: int) -> float:

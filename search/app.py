@@ -22,6 +22,7 @@ import hydra
 import optuna
 import torch
 from omegaconf import DictConfig, OmegaConf
+from optuna.storages import BaseStorage
 
 from conf.schemas import check_config, register_schemas
 from latency_lut.lut import LatencyLUT, warn_if_foreign
@@ -96,9 +97,10 @@ def default_study_name(strategy: str, budget: Budget, settings: dict[str, Any]) 
     return f"{strategy}-{budget.name}-{digest}"
 
 
-def open_study(url: str, name: str, directions: list[str], settings: dict[str, Any],
+def open_study(storage: BaseStorage, url: str, name: str, directions: list[str], settings: dict[str, Any],
                metric_names: Sequence[str]) -> optuna.Study:
-    study = optuna.create_study(study_name=name, storage=open_storage(url), directions=directions, load_if_exists=True)
+    """Create or continue study ``name`` in ``storage`` (opened from ``url``); refuse one made with other settings."""
+    study = optuna.create_study(study_name=name, storage=storage, directions=directions, load_if_exists=True)
     if study.metric_names != list(metric_names):  # labels the axes of optuna-dashboard and optuna.visualization
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -156,9 +158,10 @@ def run_search(cfg: DictConfig) -> dict[str, Any]:
           f"study {study_name!r} in {url}; LUT {cfg.lut_file} measured on {lut.meta.get('machine', {}).get('cpu')} "
           f"({lut.meta.get('created')})")
     strategy = get_strategy(name)
-    study = open_study(url, study_name, strategy.directions, settings, strategy.metric_names)
+    storage = open_storage(url)
+    study = open_study(storage, url, study_name, strategy.directions, settings, strategy.metric_names)
     st = cfg.storage
-    ctx = SearchContext(space, context, evaluator, budget, OmegaConf.to_container(cfg.search, resolve=True), int(cfg.seed),
+    ctx = SearchContext(space, storage, context, evaluator, budget, OmegaConf.to_container(cfg.search, resolve=True), int(cfg.seed),
                         int(cfg.worker), float(st.heartbeat_s), float(st.grace_s), bool(cfg.progress))
     path_out = strategy.run(study, ctx)
     best = best_trial(study, name)

@@ -68,7 +68,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     datetimes, duration, state, user attributes, constraints) with the architecture as one JSON column;
     bookkeeping attributes (heartbeats, surplus markers, the nested arch dict) left out."""
     df = study.trials_dataframe(multi_index=False)
-    drop = [c for c in df.columns if c in ("user_attrs_heartbeat", "user_attrs_arch", "user_attrs_slim_key")]
+    drop = [c for c in df.columns if c in ("user_attrs_arch", "user_attrs_slim_key") or c.startswith("system_attrs_")]
     df = df.drop(columns=drop)
     by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
     df["arch"] = [json.dumps(by_number[n].user_attrs["arch"]) if "arch" in by_number[n].user_attrs else None

@@ -100,8 +100,18 @@ def open_storage(url: str) -> BaseStorage:
         raise UserError(f"{where}: cannot open {url!r} ({type(exc).__name__}: {first[:200]})") from None
 
 
+HEARTBEAT = "eformer:heartbeat"  # system attributes: bookkeeping stays out of the user attributes people browse
+SURPLUS = "eformer:surplus"
+
+
+def trial_id(study: optuna.Study, storage: BaseStorage, number: int) -> int:
+    """The storage's id of trial ``number`` of ``study``, through the storage's public lookups."""
+    return storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study.study_name), number)
+
+
 class Heartbeat:
-    """Context manager: stamp ``trial``'s heartbeat every ``interval_s`` seconds from a thread."""
+    """Context manager: stamp trial ``trial_id``'s heartbeat (system attribute) every ``interval_s`` seconds
+    from a thread."""
 
     def __init__(self, storage: BaseStorage, trial_id: int, interval_s: float) -> None:
         self.storage, self.trial_id, self.interval_s = storage, trial_id, interval_s
@@ -110,7 +120,7 @@ class Heartbeat:
 
     def _beat(self) -> None:
         try:
-            self.storage.set_trial_user_attr(self.trial_id, "heartbeat", time.time())
+            self.storage.set_trial_system_attr(self.trial_id, HEARTBEAT, time.time())
         except Exception:  # the trial finished meanwhile (or was reaped): nothing to keep alive
             self._stop.set()
 
@@ -144,8 +154,9 @@ class StaleWatch:
         self.seen: dict[int, tuple[Any, float]] = {}  # trial number -> (heartbeat value, since when unchanged)
         self.last_look: Optional[float] = None
 
-    def look(self, study: optuna.Study) -> list[int]:
-        """Observe the RUNNING trials once; fail those unchanged for ``grace_s``; return their numbers."""
+    def look(self, study: optuna.Study, storage: BaseStorage) -> list[int]:
+        """Observe the RUNNING trials of ``study`` (in ``storage``) once; fail those unchanged for ``grace_s``;
+        return their numbers."""
         start = self.clock()
         running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         now = self.clock()
@@ -154,7 +165,7 @@ class StaleWatch:
         seen: dict[int, tuple[Any, float]] = {}
         stale = []
         for t in running:
-            beat = t.user_attrs.get("heartbeat")
+            beat = t.system_attrs.get(HEARTBEAT)
             before = self.seen.get(t.number)
             since = before[1] if before is not None and before[0] == beat and not interrupted else now
             seen[t.number] = (beat, since)
@@ -164,8 +175,8 @@ class StaleWatch:
         reaped = []
         for t in stale:
             try:
-                study._storage.set_trial_user_attr(t._trial_id, "failed_reason", "no heartbeat (worker died)")
-                study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+                storage.set_trial_user_attr(trial_id(study, storage, t.number), "failed_reason", "no heartbeat (worker died)")
+                study.tell(t.number, state=TrialState.FAIL)
                 reaped.append(t.number)
             except Exception:  # another worker reaped (or the owner finished) it first
                 pass

@@ -30,6 +30,7 @@ class SearchContext:
     the budget, its own settings (``search.*``) and the worker's storage parameters."""
 
     space: Any
+    storage: Any  # the study's optuna.storages.BaseStorage (opened by search.storage.open_storage)
     context: dict[str, Any]
     evaluator: Any
     budget: Any
@@ -48,8 +49,8 @@ def run_sampler(strategy: "Strategy", study: optuna.Study, ctx: SearchContext) -
     assert strategy.make_sampler is not None
     seed = ctx.seed + 1000 * ctx.worker + len(study.get_trials(deepcopy=False))
     study.sampler = strategy.make_sampler(ctx.settings, seed)
-    run_worker(study, strategy, ctx.space, ctx.evaluator, ctx.budget, int(ctx.settings["n_trials"]), ctx.context,
-               ctx.heartbeat_s, ctx.grace_s, progress=ctx.progress)
+    run_worker(study, ctx.storage, strategy, ctx.space, ctx.evaluator, ctx.budget, int(ctx.settings["n_trials"]),
+               ctx.context, ctx.heartbeat_s, ctx.grace_s, progress=ctx.progress)
     return []
 
 

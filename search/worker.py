@@ -4,7 +4,8 @@
 Each round a worker (1) fails trials whose heartbeat stopped, (2) stops if ``n_trials`` trials are
 complete, (3) waits if the complete and running ones already fill the quota, else (4) asks for a
 trial and keeps it only if its number is among the first ``n_trials`` complete-or-running trials
-(concurrent asks can overshoot; the surplus is told FAIL with ``surplus=True`` and never evaluated).
+(concurrent asks can overshoot; the surplus is told FAIL, marked with the system attribute ``eformer:surplus``,
+and never evaluated).
 """
 from __future__ import annotations
 
@@ -12,13 +13,14 @@ import time
 from typing import Any
 
 import optuna
+from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 from tqdm import tqdm
 
 from search.budgets import Budget
 from search.metrics import CandidateEvaluator, trial_attrs
 from search.params import suggest_arch
-from search.storage import Heartbeat, StaleWatch
+from search.storage import SURPLUS, Heartbeat, StaleWatch, trial_id
 from search.strategies import Strategy
 from supernet.space import SearchSpace
 
@@ -31,17 +33,18 @@ def _live(study: optuna.Study) -> tuple[int, list[int]]:
     return sum(t.state == TrialState.COMPLETE for t in trials), sorted(t.number for t in trials)
 
 
-def run_worker(study: optuna.Study, strategy: Strategy, space: SearchSpace, evaluator: CandidateEvaluator,
-               budget: Budget, n_trials: int, context: dict[str, Any], heartbeat_s: float = 5.0,
-               grace_s: float = 30.0, poll_s: float = 1.0, progress: bool = True) -> int:
-    """Work on ``study`` until it has ``n_trials`` COMPLETE trials; returns how many this worker completed."""
+def run_worker(study: optuna.Study, storage: BaseStorage, strategy: Strategy, space: SearchSpace,
+               evaluator: CandidateEvaluator, budget: Budget, n_trials: int, context: dict[str, Any],
+               heartbeat_s: float = 5.0, grace_s: float = 30.0, poll_s: float = 1.0, progress: bool = True) -> int:
+    """Work on ``study`` (held in ``storage``) until it has ``n_trials`` COMPLETE trials; returns how many this
+    worker completed."""
     done_here = 0
     watch = StaleWatch(grace_s)
     bar = tqdm(total=n_trials, initial=min(_live(study)[0], n_trials), desc=f"search {strategy.name}", unit="trial",
                disable=not progress, dynamic_ncols=True)
     try:
         while True:
-            watch.look(study)
+            watch.look(study, storage)
             complete, live = _live(study)
             bar.n = min(complete, n_trials)
             bar.refresh()
@@ -51,11 +54,12 @@ def run_worker(study: optuna.Study, strategy: Strategy, space: SearchSpace, eval
                 time.sleep(min(poll_s, grace_s / 4))  # the remaining trials are running elsewhere; they may yet fail
                 continue
             trial = study.ask()
+            tid = trial_id(study, storage, trial.number)
             if trial.number not in _live(study)[1][:n_trials]:
-                study._storage.set_trial_user_attr(trial._trial_id, "surplus", True)
+                storage.set_trial_system_attr(tid, SURPLUS, True)
                 study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
                 continue
-            with Heartbeat(study._storage, trial._trial_id, heartbeat_s):
+            with Heartbeat(storage, tid, heartbeat_s):
                 try:
                     arch = suggest_arch(trial, space, **context)
                     m = evaluator(arch)

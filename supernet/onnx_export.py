@@ -28,9 +28,10 @@ _TRY = {"auto": ("dynamo", "torchscript"), "dynamo": ("dynamo",), "torchscript":
 def _torchscript_bytes(net: nn.Module, dummy: torch.Tensor, opset: int, dynamic_batch: bool) -> bytes:
     buf = io.BytesIO()
     with warnings.catch_warnings():
-        # only the legacy exporter's own deprecation notices; anything else still shows
-        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
-        warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.onnx")
+        # only the legacy exporter's own deprecation notice (we use it on purpose, see _TRY); anything else still shows
+        warnings.filterwarnings("ignore", message=r"You are using the legacy TorchScript-based ONNX export", category=DeprecationWarning)
+        for category in (DeprecationWarning, FutureWarning):  # ... and its internals' notices about themselves
+            warnings.filterwarnings("ignore", category=category, module=r"torch\.onnx")
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)  # shape tests on static export shapes
         torch.onnx.export(
             net, (dummy,), buf, dynamo=False, opset_version=opset, input_names=["input"], output_names=["output"],

@@ -24,7 +24,7 @@ from search.app import run_search
 from search.params import arch_from_params, arch_hash, distributions, params_of
 from search.results import arch_of, completed, load_study, read_run
 from search.slimming import Action, apply_action, candidate_actions
-from search.storage import StaleWatch, open_storage
+from search.storage import HEARTBEAT, SURPLUS, StaleWatch, open_storage, trial_id
 from supernet import ArchConfig
 from supernet.elastic import Supernet
 from supernet.model import build_model
@@ -129,7 +129,8 @@ def test_three_journal_workers_exact_count(assets, tmp_path):
     assert len(done) == 24
     assert len({t.number for t in trials}) == len(trials)
     assert not [t for t in trials if t.state == TrialState.RUNNING]
-    assert all(t.user_attrs.get("surplus") for t in trials if t.state == TrialState.FAIL)
+    assert all(t.system_attrs.get(SURPLUS) for t in trials if t.state == TrialState.FAIL)
+    assert not [t for t in trials if {"heartbeat", "surplus"} & set(t.user_attrs)]  # bookkeeping is not browsed
 
 
 @pytest.mark.slow
@@ -169,14 +170,19 @@ def test_killed_worker_loses_nothing_and_rerun_continues(assets, tmp_path):
     assert all(t.state == TrialState.FAIL for t in reaped)
 
 
+def beat(study: optuna.Study, storage, trial: optuna.Trial, value: float) -> None:
+    storage.set_trial_system_attr(trial_id(study, storage, trial.number), HEARTBEAT, value)
+
+
 def test_stale_watch_fails_only_trials_it_saw_silent():
-    study = optuna.create_study(storage=open_storage("memory:"))
+    storage = open_storage("memory:")
+    study = optuna.create_study(storage=storage)
     silent, alive = study.ask(), study.ask()
     clock = [0.0]
     watch = StaleWatch(grace_s=10, clock=lambda: clock[0])
     for step in range(1, 40):  # looks every second; only the live trial's heartbeat moves
-        study._storage.set_trial_user_attr(alive._trial_id, "heartbeat", float(step))
-        reaped = watch.look(study)
+        beat(study, storage, alive, float(step))
+        reaped = watch.look(study, storage)
         clock[0] += 1.0
         if reaped:
             break
@@ -188,19 +194,20 @@ def test_stale_watch_fails_only_trials_it_saw_silent():
 
 
 def test_stale_watch_forgives_a_stall_that_froze_everyone():
-    study = optuna.create_study(storage=open_storage("memory:"))
+    storage = open_storage("memory:")
+    study = optuna.create_study(storage=storage)
     trial = study.ask()
-    study._storage.set_trial_user_attr(trial._trial_id, "heartbeat", 1.0)
+    beat(study, storage, trial, 1.0)
     clock = [0.0]
     watch = StaleWatch(grace_s=10, clock=lambda: clock[0])
-    assert watch.look(study) == []
+    assert watch.look(study, storage) == []
     clock[0] += 30.0  # e.g. every process blocked 30 s on a lock left by a killed worker
-    assert watch.look(study) == []  # the gap interrupts the watch: the unchanged heartbeat is not held against it
+    assert watch.look(study, storage) == []  # the gap interrupts the watch: the unchanged heartbeat is not held against it
     clock[0] += 1.0
-    study._storage.set_trial_user_attr(trial._trial_id, "heartbeat", 2.0)  # its owner beats again
+    beat(study, storage, trial, 2.0)  # its owner beats again
     for _ in range(20):
-        assert watch.look(study) == []
-        study._storage.set_trial_user_attr(trial._trial_id, "heartbeat", clock[0] + 3)
+        assert watch.look(study, storage) == []
+        beat(study, storage, trial, clock[0] + 3)
         clock[0] += 1.0
 
 
