@@ -340,10 +340,14 @@ def _violation(value: Any, meta: dict[str, Any]) -> Optional[str]:
     return None
 
 
-def check_config(cfg: DictConfig, prefix: str = "") -> None:
+def check_config(cfg: DictConfig, prefix: str = "", app: Optional[type] = None) -> None:
     """Check the declared value constraints of every typed node of ``cfg``; the first violation
-    raises ``UserError('<full.key>: <value> <what was expected>')``."""
+    raises ``UserError('<full.key>: <value> <what was expected>')``. With ``app`` (an ``*App`` schema), also
+    refuse the config of another app (``--config-name`` of another command)."""
     schema = OmegaConf.get_type(cfg)
+    if app is not None and schema is not app:
+        mine = next(name for (_, name), kind in SCHEMAS.items() if kind is app).removeprefix("base_")
+        raise UserError(f"--config-name: this command runs the {mine} config, not a {getattr(schema, '__name__', schema)} one")
     meta = {f.name: dict(f.metadata) for f in dataclasses.fields(schema)} if dataclasses.is_dataclass(schema) else {}
     for key in cfg.keys():
         where = f"{prefix}{key}"

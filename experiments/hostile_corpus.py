@@ -308,6 +308,26 @@ def cases(assets: Path) -> list[Case]:
     add(Case("device commands", "command_file binary", [*lut_cmd, "device.command_file=c.cmd"], write("c.cmd", os.urandom(300))))
     add(Case("device commands", "GPU provider on a CPU build", [*lut_build, "device.providers=[CUDAExecutionProvider]"]))
 
+    # ---- command-line flags (Hydra's own, on every app)
+    pipeline = ["eformer-pipeline", "work_dir=out", "progress=false"]
+    for label, argv in (
+        ("search: -m with --cfg", [*search, "-m", "--cfg", "job", "budget=s0,s1"]),
+        ("lut: -m with --cfg", ["eformer-lut", "-m", "build", "--cfg", "job"]),
+        ("train: -m with --cfg", [*train, "-m", "--cfg", "job", "train.lr=1,2"]),
+        ("pipeline: -m with --cfg", [*pipeline, "--cfg", "job", "-m"]),
+        ("validate-proxy: -m with --cfg", ["eformer-search", "validate-proxy", "-m", "--cfg", "job", "members=3"]),
+        ("search: --cfg bogus", [*search, "--cfg", "bogus"]),
+        ("lut: --info bogus", ["eformer-lut", "--info", "bogus"]),
+        ("search: --shell-completion alone", [*search, "--shell-completion"]),
+        ("search: another app's config", [*search, "--config-name", "eformer_lut"]),
+        ("train: another app's config", [*train, "-cn", "eformer_search"]),
+        ("pipeline: another app's config", [*pipeline, "-cn", "eformer_train"]),
+        ("lut: hydra.run.dir that cannot exist", [*lut_build, "hydra.run.dir=/proc/nope/x"]),
+        ("search: hydra.sweep.dir under a file", [*search, "-m", "budget=s0,s1", "hydra.sweep.dir=f/x"]),
+    ):
+        add(Case("command-line flags", label, argv, write("f", b"x") if "under a file" in label else (lambda cwd, a: None),
+                 hydra_message=True))
+
     # ---- storages
     add(Case("storages", "url without a URL", [*search, "storage=url"]))
     add(Case("storages", "unreachable PostgreSQL", [*search, "storage=url", "storage.url='postgresql+psycopg://u:p@127.0.0.1:1/x'"]))

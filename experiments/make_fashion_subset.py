@@ -9,7 +9,12 @@ import sys
 
 from supernet.data.fashion import EMBEDDED, build_subset
 
-if __name__ == "__main__":
+
+def main() -> None:
     root = sys.argv[1] if len(sys.argv) > 1 else "/usr/share/datasets/fashion-mnist"
     out = build_subset(root)
     print(f"wrote {out} ({out.stat().st_size / 2**20:.2f} MiB)" if out == EMBEDDED else f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -14,7 +14,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from conf.schemas import check_config, register_schemas
+from conf.schemas import LutApp, check_config, register_schemas
 from latency_lut.backends import make_backend
 from latency_lut.build import build_lut
 from latency_lut.check import check_lut, format_check
@@ -22,7 +22,7 @@ from latency_lut.lut import LatencyLUT, warn_if_foreign
 from latency_lut.timing import Protocol
 from latency_lut.validate import validate_lut
 from supernet.arch import ArchConfig
-from supernet.errors import UserError, report_user_errors
+from supernet.errors import UserError, report_user_errors, run_hydra_app
 from supernet.space import SearchSpace
 
 register_schemas()
@@ -52,7 +52,7 @@ def format_validation(rep: dict) -> str:
 
 def run_lut(cfg: DictConfig) -> dict:
     """Run ``cfg.command`` and return a small summary."""
-    check_config(cfg)
+    check_config(cfg, app=LutApp)
     space = SearchSpace.from_dict(OmegaConf.to_container(cfg.space, resolve=True))
     out = Path(cfg.out)
     if cfg.command == "show":
@@ -109,7 +109,7 @@ def main() -> None:
     at = next((i for i, a in enumerate(sys.argv[1:], 1) if a in COMMANDS and sys.argv[i - 1] not in flags_with_value), None)
     if at is not None:
         sys.argv = [sys.argv[0], *sys.argv[1:at], f"command={sys.argv[at]}", *sys.argv[at + 1:]]
-    _hydra_main()
+    run_hydra_app("eformer-lut", _hydra_main)
 
 
 if __name__ == "__main__":

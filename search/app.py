@@ -24,7 +24,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from optuna.storages import BaseStorage
 
-from conf.schemas import check_config, register_schemas
+from conf.schemas import SearchApp, check_config, register_schemas
 from latency_lut.lut import LatencyLUT, warn_if_foreign
 from search.budgets import Budget, budget_name, resolve_budget
 from search.metrics import CandidateEvaluator, resolve_mes
@@ -35,7 +35,7 @@ from search.strategies import ALL_STRATEGIES, SearchContext, get_strategy
 from supernet.arch import PRESETS, ArchConfig
 from supernet.data import build_data
 from supernet.elastic import Supernet
-from supernet.errors import UserError, report_user_errors
+from supernet.errors import UserError, report_user_errors, run_hydra_app
 from supernet.io_utils import atomic_write_text
 
 register_schemas()
@@ -128,7 +128,7 @@ def preset_points(supernet: Supernet, evaluator: CandidateEvaluator) -> dict[str
 
 def run_search(cfg: DictConfig) -> dict[str, Any]:
     """Run (or continue) the study described by ``cfg``; write ``<run_dir>/search.json``; return it."""
-    check_config(cfg)
+    check_config(cfg, app=SearchApp)
     started = time.time()
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
@@ -210,9 +210,9 @@ def main() -> None:
         from search.validate_proxy import main as validate_proxy_main
 
         sys.argv.remove("validate-proxy")
-        validate_proxy_main()
+        run_hydra_app("eformer-search validate-proxy", validate_proxy_main)
     else:
-        _hydra_main()
+        run_hydra_app("eformer-search", _hydra_main)
 
 
 if __name__ == "__main__":

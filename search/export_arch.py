@@ -1,6 +1,7 @@
 """``eformer-export arch``: turn searched trials into things people train and deploy.
 
-For each chosen trial: ``<name>.yaml`` (a supernet/presets-style ArchConfig in the LUT's deployment
+For each chosen trial (``--best`` also links them as ``best.yaml``, ``best.pt``, ``best.onnx``): ``<name>.yaml``
+(a supernet/presets-style ArchConfig in the LUT's deployment
 context, so build_model gives the recorded parameters and the LUT the recorded latency),
 ``<name>.pt`` (the member's weights extracted from the supernet, with its architecture in the
 supernet's context) and ``<name>.onnx`` (those weights, deploy form, checked under onnxruntime).
@@ -104,6 +105,21 @@ def export_trial(trial, run: dict[str, Any], supernet: Supernet, out: Path, onnx
     return entry
 
 
+def link_best(entry: dict[str, Any], target: Path) -> None:
+    """``best.yaml`` / ``best.pt`` / ``best.onnx``: relative links to the best member's files, so scripts (and the
+    README's commands) need not know its trial number. A link is replaced atomically."""
+    import os
+
+    for key, suffix in (("yaml", ".yaml"), ("weights", ".pt"), ("onnx", ".onnx")):
+        if key not in entry:
+            continue
+        link, tmp = target / f"best{suffix}", target / f".best{suffix}.{os.getpid()}.tmp"
+        tmp.unlink(missing_ok=True)
+        os.symlink(Path(entry[key]).name, tmp)
+        os.replace(tmp, link)
+        entry[f"best_{key}"] = str(link)
+
+
 def export_arch(run_dir: str | Path, which: str | int = "best", out: str | Path | None = None, onnx: bool = True,
                 verbose: bool = True) -> dict[str, Any]:
     """Export the chosen trials of an eformer-search run (``which``: ``"best"``, ``"pareto"`` or a trial
@@ -116,6 +132,8 @@ def export_arch(run_dir: str | Path, which: str | int = "best", out: str | Path 
     target.mkdir(parents=True, exist_ok=True)
     supernet = Supernet.load(run["supernet"])
     entries = [export_trial(t, run, supernet, target, onnx) for t in chosen]
+    if which == "best":
+        link_best(entries[0], target)
     frame = trials_frame(study)
     atomic_write(target / "trials.csv", lambda tmp: frame.to_csv(tmp, index=False))
     trials = completed(study)

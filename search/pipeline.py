@@ -20,7 +20,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from conf import compose
-from conf.schemas import check_config, register_schemas
+from conf.schemas import PipelineApp, check_config, register_schemas
 from latency_lut.app import run_lut
 from latency_lut.lut import LatencyLUT
 from latency_lut.timing import Protocol
@@ -28,7 +28,7 @@ from search.app import run_search
 from search.export_arch import export_arch
 from search.report import capacity_gap_line, format_rows, released_vs_derived
 from search.results import RUN_FILE, read_run
-from supernet.errors import report_user_errors
+from supernet.errors import report_user_errors, run_hydra_app
 from supernet.io_utils import atomic_write_text
 from supernet.train.app import run_training
 
@@ -72,7 +72,7 @@ def export_stage(run_dir: str, which: str, onnx: bool = True) -> dict[str, Any]:
 
 
 def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
-    check_config(cfg)
+    check_config(cfg, app=PipelineApp)
     started = time.time()
     work = Path(cfg.work_dir)
     n = 5
@@ -125,7 +125,7 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    _hydra_main()
+    run_hydra_app("eformer-pipeline", _hydra_main)
 
 
 if __name__ == "__main__":

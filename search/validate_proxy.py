@@ -26,7 +26,7 @@ import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from conf.schemas import check_config, register_schemas
+from conf.schemas import ValidateProxyApp, check_config, register_schemas
 from latency_lut.lut import LatencyLUT, warn_if_foreign
 from search.params import arch_hash
 from search.proxy import SupernetProxy
@@ -99,7 +99,7 @@ def _plot(rows: list[dict[str, Any]], stats: dict[str, Any], path: Path) -> None
 
 def run_validate_proxy(cfg: DictConfig) -> dict[str, Any]:
     """Score, train and compare; write the report files under ``cfg.run_dir``; return the summary."""
-    check_config(cfg)
+    check_config(cfg, app=ValidateProxyApp)
     started = time.time()
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))

@@ -30,3 +30,32 @@ def report_user_errors(prog: str) -> Callable[[Callable[..., T]], Callable[..., 
         return run
 
     return wrap
+
+
+def run_hydra_app(prog: str, hydra_main: Callable[[], object]) -> None:
+    """Run a ``@hydra.main`` function as ``prog``, with one-line errors for what Hydra itself refuses or trips
+    over before our code runs: conflicting flags (``-m`` with ``--cfg``, ``--shell-completion`` without its
+    subcommand), which it raises as a bare ``ValueError`` (Hydra reports our own code's exceptions itself and
+    exits, so none of them gets here), and a ``hydra.run.dir`` / ``hydra.sweep.dir`` that cannot be created."""
+    from pathlib import Path
+
+    args = sys.argv[1:]
+    for i, arg in enumerate(args):
+        given = args[i + 1].split("=")[0] if i + 1 < len(args) else ""
+        if arg in ("--shell-completion", "-sc") and given not in ("install", "uninstall", "query"):
+            print(f"{prog}: error: {arg} needs one of install=SHELL, uninstall=SHELL, query=SHELL (e.g. {arg} install=bash)",
+                  file=sys.stderr)
+            sys.exit(2)
+    for arg in args:
+        key, _, value = arg.partition("=")
+        if key in ("hydra.run.dir", "hydra.sweep.dir") and value and "${" not in value:
+            try:
+                Path(value).mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                print(f"{prog}: error: {key}: cannot create {value} ({exc.strerror})", file=sys.stderr)
+                sys.exit(2)
+    try:
+        hydra_main()
+    except ValueError as exc:
+        print(f"{prog}: error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
+        sys.exit(2)

@@ -20,8 +20,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from conf.schemas import check_config, register_schemas
-from supernet.errors import report_user_errors
+from conf.schemas import TrainApp, check_config, register_schemas
+from supernet.errors import report_user_errors, run_hydra_app
 from supernet.train.trainer import Trainer
 
 register_schemas()
@@ -29,14 +29,19 @@ register_schemas()
 
 def run_training(cfg: DictConfig) -> Path:
     """Train (or resume, or confirm complete) the run in ``cfg.run_dir``; returns the supernet file."""
-    check_config(cfg)
+    check_config(cfg, app=TrainApp)
     return Trainer(cfg).run()
 
 
 @hydra.main(config_path="../../conf", config_name="eformer_train", version_base="1.3")
 @report_user_errors("eformer-train")
-def main(cfg: DictConfig) -> None:
+def _hydra_main(cfg: DictConfig) -> None:
     run_training(per_job_run_dir(cfg))
+
+
+def main() -> None:
+    """``eformer-train [overrides]`` (also ``python -m supernet.train.app`` under torchrun)."""
+    run_hydra_app("eformer-train", _hydra_main)
 
 
 def per_job_run_dir(cfg: DictConfig) -> DictConfig:
