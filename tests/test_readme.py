@@ -130,7 +130,9 @@ def compose_variants(cmd: str) -> list[str]:
     if sweep:
         key, values = sweep.groups()
         return [cmd.replace(sweep.group(0), f" {key}={v}") + " --cfg job" for v in values.split(",")]
-    return [re.sub(r"( & done| &&|;|$)", r" --cfg job\1", cmd, count=1)]
+    if " & done" in cmd:  # a loop starting workers in the background
+        return [cmd.replace(" & done", " --cfg job & done")]
+    return [cmd + " --cfg job"]
 
 
 @pytest.mark.slow
@@ -138,7 +140,9 @@ def compose_variants(cmd: str) -> list[str]:
 def test_commands_that_need_other_hardware_compose_as_printed(cmd, tmp_path):
     for variant in compose_variants(cmd):
         res = run(variant, tmp_path, timeout=600, env={"i": "0"})
-        assert "run_dir" in res.stdout or "out:" in res.stdout or "members" in res.stdout, (variant, res.stdout[:500])
+        jobs = 3 if "for i in 0 1 2" in cmd else 8 if "--nproc_per_node=8" in cmd else 1  # each prints its config
+        printed = max(res.stdout.count(key) for key in ("\nrun_dir:", "\nout:", "\nmembers:"))
+        assert printed >= jobs, (variant, res.stdout[:800], res.stderr[-800:])
 
 
 @pytest.fixture(scope="module")
