@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
+from conf.schemas import TrainApp
 from supernet.arch import ArchConfig
 from supernet.errors import UserError
 from supernet.io_utils import atomic_write_text
@@ -52,7 +54,12 @@ def standalone_config(train_config: Mapping[str, Any], arch: ArchConfig, run_dir
                          "checkpoint_every": 10**9})
     cfg["finetune"] = {"arch": str(arch_file), "weights": None}
     cfg["run_dir"] = str(run_dir)
-    return OmegaConf.create(cfg)
+    try:  # typed like a composed eformer-train config, so its checks (and the app check) apply
+        return OmegaConf.merge(OmegaConf.structured(TrainApp), cfg)
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None) or "?"
+        raise UserError(f"supernet file: recorded training setting {key} does not fit eformer-train's config: "
+                        f"{str(err).splitlines()[0]}") from None
 
 
 def train_standalone(train_config: Mapping[str, Any], arch: ArchConfig, run_dir: str | Path, seed: int = 0,

@@ -101,3 +101,24 @@ def test_validate_proxy_end_to_end(tmp_path):
     assert again.returncode == 0 and json.loads((tmp_path / "vp" / "proxy_validation.json").read_text())["rows"] == out["rows"]
     bad = subprocess.run(cmd[:-1] + ["members=2", f"run_dir={tmp_path / 'vp2'}"], capture_output=True, text=True)
     assert bad.returncode == 2 and "members: 2 must be >= 3" in bad.stderr and not (tmp_path / "vp2").exists()
+
+
+def test_standalone_config_is_a_checked_train_config(tmp_path):
+    """The standalone run of validate-proxy is an eformer-train config like a composed one: it passes the
+    train app's checks, and a recorded setting out of range is refused by name."""
+    from conf import compose
+    from conf.schemas import TrainApp, check_config
+    from omegaconf import OmegaConf
+    from search.standalone import standalone_config
+    from supernet.errors import UserError
+    from supernet.train.checkpoint import flatten
+
+    recorded = flatten(OmegaConf.to_container(compose("eformer_train", ["data=digits"]), resolve=True))
+    arch = Supernet("tiny", **CTX).space.sample(random.Random(0), **CTX)
+    cfg = standalone_config(recorded, arch, tmp_path / "sa", seed=3)
+    check_config(cfg, app=TrainApp)
+    assert cfg.train.seed == 3 and cfg.finetune.arch == str(tmp_path / "sa" / "arch.yaml")
+    with pytest.raises(UserError, match="train.epochs"):
+        check_config(standalone_config({**recorded, "train.epochs": 0}, arch, tmp_path / "sb"), app=TrainApp)
+    with pytest.raises(UserError, match="train.no_such_setting"):
+        standalone_config({**recorded, "train.no_such_setting": 1}, arch, tmp_path / "sc")
