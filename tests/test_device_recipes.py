@@ -72,6 +72,7 @@ def test_phone_recipe_as_printed(tmp_path, after):
     assert (lut.table["median_ms"] > 0).all()
 
 
+@pytest.mark.slow
 def test_gpu_recipe_composes_and_refuses_cleanly_without_cuda(tmp_path):
     line = next(c for c in readme_commands("### Build a LUT for a phone") if "CUDAExecutionProvider" in c)
     res = subprocess.run(["bash", "-c", line + " --cfg job"], cwd=tmp_path, capture_output=True, text=True, timeout=120)

@@ -152,6 +152,7 @@ def test_a_killed_writers_temporary_is_removed_by_the_next_write(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lut.parquet"]
 
 
+@pytest.mark.slow
 def test_second_lut_build_of_one_file_is_refused(tmp_path):
     from latency_lut.build import exclusive_writer
 
@@ -170,6 +171,7 @@ def _run_record(**over):
     return {k: v for k, v in rec.items() if v is not None}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage, message", [
     ("no_study_name", "field 'study_name' is None; expected a str"),
     ("list", "expected a JSON object, got list"),

@@ -106,9 +106,10 @@ def test_validate_proxy_end_to_end(tmp_path):
 def test_standalone_config_is_a_checked_train_config(tmp_path):
     """The standalone run of validate-proxy is an eformer-train config like a composed one: it passes the
     train app's checks, and a recorded setting out of range is refused by name."""
+    from omegaconf import OmegaConf
+
     from conf import compose
     from conf.schemas import TrainApp, check_config
-    from omegaconf import OmegaConf
     from search.standalone import standalone_config
     from supernet.errors import UserError
     from supernet.train.checkpoint import flatten

@@ -11,6 +11,7 @@ from supernet import ArchConfig, build_model
 from supernet.bn_calibration import recalibrate_bn
 from supernet.convert import CheckpointError, convert_state_dict, read_checkpoint
 from supernet.elastic import Supernet
+from supernet.signatures import count_params
 
 CTX = {"image_size": 32, "num_classes": 10, "distillation": False}
 
@@ -24,7 +25,7 @@ def supernet() -> Supernet:
 def test_extract_equals_active_forward(supernet):
     rng = random.Random(0)
     members = [ArchConfig.preset(n) for n in ("s0", "s1", "s2", "l")]
-    members += [supernet.largest(), supernet.smallest()] + [supernet.space.sample(rng) for _ in range(18)]
+    members += [supernet.largest(), supernet.smallest()] + [supernet.space.sample(rng) for _ in range(8)]
     x = torch.randn(4, 3, 32, 32)
     for arch in members:
         supernet.set_active(arch)
@@ -32,9 +33,8 @@ def test_extract_equals_active_forward(supernet):
             ref = supernet(x)
             static = supernet.extract(arch).eval()
             assert float((static(x) - ref).abs().max()) <= 1e-5, arch.summary()
-        assert sum(p.numel() for p in static.parameters()) == sum(
-            p.numel() for p in build_model(supernet.member(arch)).parameters()
-        )
+        # the analytic count equals an instantiated build_model's (test_model), so this is the static twin's size
+        assert sum(p.numel() for p in static.parameters()) == count_params(supernet.member(arch))
 
 
 def test_set_active_rejects_non_members(supernet):
