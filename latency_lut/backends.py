@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from latency_lut.timing import Protocol, flusher, time_once, time_touched
+from latency_lut.timing import Protocol, Stats, flusher, measure_samplers, time_once, time_touched
 from supernet.errors import UserError
 from supernet.onnx_export import DEFAULT_OPSET
 
@@ -111,6 +111,14 @@ class Backend(abc.ABC):
             tmp.cleanup()
 
         return Prepared(loaded.warmup, loaded.sample, close)
+
+
+def measure_prepared(prepared: Mapping[str, Prepared], backend: Backend, protocol: Protocol, seed: int = 0) -> dict[str, Stats]:
+    """One interleaved measurement of prepared sessions under ``protocol``: each warmed up, then the samples
+    ``backend`` needs per measurement taken round-robin, each round after the backend's :meth:`Backend.before_round`."""
+    rounds = dataclasses.replace(protocol, repeats=backend.samples_per_measurement(protocol))
+    return measure_samplers({k: p.sample for k, p in prepared.items()}, {k: p.warmup for k, p in prepared.items()},
+                            rounds, seed, before_round=backend.before_round(protocol))
 
 
 class OrtBackend(Backend):

@@ -21,10 +21,10 @@ from typing import Any, Iterator, Optional
 import torch
 from tqdm import tqdm
 
-from latency_lut.backends import TIMING_EXPORTER, Backend
+from latency_lut.backends import TIMING_EXPORTER, Backend, measure_prepared
 from latency_lut.lut import LUT_FORMAT, STATISTICS, LatencyLUT, LUTError
 from latency_lut.machine import machine_summary
-from latency_lut.timing import Protocol, measure_samplers
+from latency_lut.timing import Protocol, Stats
 from supernet.arch import stage_resolution
 from supernet.model import build_piece
 from supernet.signatures import BlockSignature, block_signature, embedding_signatures, head_signature, stem_signature
@@ -138,6 +138,12 @@ def exclusive_writer(out: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def _entry(st: Stats, anchor_ms: float) -> dict[str, float]:
+    """A LUT row's statistics: the piece's, and the anchor's in the same batch."""
+    return {"median_ms": st.median_ms, "q25_ms": st.q25_ms, "iqr_ms": st.iqr_ms, "cv": st.cv, "min_ms": st.min_ms,
+            "n": st.n, "anchor_ms": anchor_ms}
+
+
 def _build(space: SearchSpace, backend: Backend, out: Path, image_size: int, num_classes: int, distillation: bool,
            batch_size: int, protocol: Protocol, device_name: str, progress: bool, limit: Optional[int], statistic: str,
            interleave: int) -> LatencyLUT:
@@ -157,8 +163,6 @@ def _build(space: SearchSpace, backend: Backend, out: Path, image_size: int, num
     todo = [s for s in measurement_order(sigs) if s.key not in done][:limit]
     bar = tqdm(total=len(todo), desc=f"eformer-lut build ({len(done)}/{len(sigs)} done)", unit="entry",
                disable=not progress, dynamic_ncols=True)
-    rounds = Protocol(protocol.warmup, backend.samples_per_measurement(protocol), protocol.number,
-                      protocol.cache, protocol.flush_mb)
     size = max(1, interleave)
     reference = backend.prepare(build_piece(anchor), (batch_size, *anchor.input_shape), protocol) if todo else None
     try:
@@ -168,17 +172,13 @@ def _build(space: SearchSpace, backend: Backend, out: Path, image_size: int, num
             prepared = {s.key: backend.prepare(build_piece(s), (batch_size, *s.input_shape), protocol) for s in batch}
             try:
                 assert reference is not None
-                samplers = {**{k: p.sample for k, p in prepared.items()}, ANCHOR: reference.sample}
-                warmups = {**{k: p.warmup for k, p in prepared.items()}, ANCHOR: reference.warmup}
-                stats = measure_samplers(samplers, warmups, rounds, seed=start, before_round=backend.before_round(protocol))
+                stats = measure_prepared({**prepared, ANCHOR: reference}, backend, protocol, seed=start)
             finally:
                 for p in prepared.values():
                     p.close()
             anchor_ms = stats[ANCHOR].value(statistic)
-            for sig in batch:  # a batch's entries complete together and are written together
-                st = stats[sig.key]
-                lut.add(sig, {"median_ms": st.median_ms, "q25_ms": st.q25_ms, "iqr_ms": st.iqr_ms, "cv": st.cv,
-                              "min_ms": st.min_ms, "n": st.n, "anchor_ms": anchor_ms})
+            # a batch's entries complete together and are written together
+            lut.add([(sig, _entry(stats[sig.key], anchor_ms)) for sig in batch])
             lut.save(out)
             bar.update(len(batch))
     finally:

@@ -47,10 +47,14 @@ def _matrix(features: Sequence[Mapping[str, float]], names: Sequence[str]) -> np
     return np.array([[f.get(n, 0.0) for n in names] for f in features], dtype=float)
 
 
+def weighted(weights: Mapping[str, float], b: float, features: Mapping[str, float]) -> float:
+    """One network's predicted latency (ms): its weighted features plus the offset ``b``."""
+    return sum(w * features.get(k, 0.0) for k, w in weights.items()) + b
+
+
 def predict(cal: Mapping[str, Any], features: Sequence[Mapping[str, float]]) -> np.ndarray:
     """Predicted latencies (ms) of networks given their features."""
-    w = cal["weights"]
-    return np.array([sum(v * f.get(k, 0.0) for k, v in w.items()) + cal["b"] for f in features])
+    return np.array([weighted(cal["weights"], cal["b"], f) for f in features])
 
 
 def _loo(fit: Any, features: Sequence[Mapping[str, float]], measured: np.ndarray) -> float:

@@ -14,11 +14,11 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 import pandas as pd
 
-from latency_lut.calibration import KIND_PREFIX, from_stored
+from latency_lut.calibration import KIND_PREFIX, from_stored, weighted
 from supernet.arch import ArchConfig
 from supernet.errors import UserError
 from supernet.io_utils import atomic_write
@@ -88,6 +88,18 @@ def check_table(df: pd.DataFrame, meta: dict[str, Any], path: Path) -> None:
                                "every latency must be a finite positive number")
 
 
+_KIND_FEATURE = {k: KIND_PREFIX + k for k in KINDS}
+
+
+def _features(pieces: Sequence[tuple[BlockSignature, float]]) -> dict[str, float]:
+    out: dict[str, float] = {"sum": 0.0, "pieces": float(len(pieces))}
+    for s, v in pieces:
+        key = _KIND_FEATURE[s.kind]
+        out[key] = out.get(key, 0.0) + v
+        out["sum"] += v
+    return out
+
+
 class LatencyLUT:
     """Per-signature latencies of one device, space and image size."""
 
@@ -133,9 +145,11 @@ class LatencyLUT:
         return len(self.table)
 
     # ------------------------------------------------------------------ prediction
-    def add(self, sig: BlockSignature, stats: dict[str, float]) -> None:
-        row = {**dataclasses.asdict(sig), "key": sig.key, **stats, "params": sig.params, "macs": sig.macs}
-        self.table = pd.concat([self.table, pd.DataFrame([row])], ignore_index=True)
+    def add(self, entries: Sequence[tuple[BlockSignature, Mapping[str, float]]]) -> None:
+        """Append measured entries (signature, statistics); re-indexed once, as the anchor's median moves."""
+        rows = [{**dataclasses.asdict(sig), "key": sig.key, **stats, "params": sig.params, "macs": sig.macs}
+                for sig, stats in entries]
+        self.table = pd.concat([self.table, pd.DataFrame(rows)], ignore_index=True)
         self._index()
 
     def latency(self, sig: BlockSignature) -> float:
@@ -145,8 +159,8 @@ class LatencyLUT:
     def missing(self, arch: ArchConfig) -> list[str]:
         return [s.key for s in arch_signatures(arch) if s not in self._ms]
 
-    def block_sum(self, arch: ArchConfig) -> float:
-        """Uncalibrated sum of the pieces' latencies (ms)."""
+    def _pieces(self, arch: ArchConfig) -> list[tuple[BlockSignature, float]]:
+        """``arch``'s pieces with their latencies (ms), after checking the LUT covers it."""
         if arch.image_size != self.image_size:
             raise LUTError(
                 f"this LUT was built for image size {self.image_size}, not {arch.image_size} "
@@ -154,34 +168,29 @@ class LatencyLUT:
             )
         ms = self._ms
         try:
-            return sum(ms[s] for s in arch_signatures(arch))
+            return [(s, ms[s]) for s in arch_signatures(arch)]
         except KeyError:
             raise LUTError(
                 f"no LUT entry for {', '.join(self.missing(arch)[:5])} (LUT space {self.meta['space_name']} "
                 f"{self.meta['space_hash']}, {self.meta['num_classes']} classes, distillation {self.meta['distillation']})"
             ) from None
 
+    def block_sum(self, arch: ArchConfig) -> float:
+        """Uncalibrated sum of the pieces' latencies (ms)."""
+        return sum(v for _, v in self._pieces(arch))
+
     def features(self, arch: ArchConfig) -> dict[str, float]:
         """What calibrations weigh (:data:`FEATURES`): the pieces' latencies in all (``sum``) and per kind
         (``sum:<kind>``), and how many pieces there are (``pieces``)."""
-        self.block_sum(arch)  # the same checks (image size, missing entries)
-        ms = self._ms
-        out: dict[str, float] = {"sum": 0.0, "pieces": 0.0}
-        for s in arch_signatures(arch):
-            v = ms[s]
-            key = KIND_PREFIX + s.kind
-            out[key] = out.get(key, 0.0) + v
-            out["sum"] += v
-            out["pieces"] += 1
-        return out
+        return _features(self._pieces(arch))
 
     def predict(self, arch: ArchConfig) -> float:
         """Predicted latency (ms): the calibration's weighted features plus its offset (the plain sum before
         ``eformer-lut validate`` fitted one)."""
-        if len(self.weights) == 1 and "sum" in self.weights:
-            return self.weights["sum"] * self.block_sum(arch) + self.b
-        f = self.features(arch)
-        return sum(w * f.get(k, 0.0) for k, w in self.weights.items()) + self.b
+        pieces = self._pieces(arch)
+        if self.weights.keys() == {"sum"}:  # the global and plain-sum models need no per-kind features (2x faster)
+            return self.weights["sum"] * sum(v for _, v in pieces) + self.b
+        return weighted(self.weights, self.b, _features(pieces))
 
     def set_calibration(self, **calibration: Any) -> None:
         self.meta["calibration"] = calibration

@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from latency_lut.backends import Backend
+from latency_lut.backends import Backend, measure_prepared
 from latency_lut.calibration import choose
 from latency_lut.calibration import predict as predict_with
 from latency_lut.lut import LatencyLUT
-from latency_lut.timing import Protocol, Stats, measure_samplers
+from latency_lut.timing import Protocol, Stats
 from supernet.arch import PRESETS, ArchConfig
 from supernet.io_utils import atomic_write_text
 from supernet.model import build_model
@@ -66,17 +66,13 @@ def measure_networks(archs: dict[str, ArchConfig], backend: Backend, protocol: P
         for name, arch in tqdm(archs.items(), desc="export networks", unit="net", disable=not progress):
             shape = (batch, 3, arch.image_size, arch.image_size)
             exported[name] = (backend.export(build_model(arch).eval(), shape, Path(tmp)), shape)
-        rounds = Protocol(protocol.warmup, backend.samples_per_measurement(protocol), protocol.number,
-                          protocol.cache, protocol.flush_mb)
         runs = []
         for k in range(passes):
             prepared = {}
             try:
                 for name, (art, shape) in exported.items():
                     prepared[name] = backend.load(art, shape, protocol)
-                runs.append(measure_samplers({n: p.sample for n, p in prepared.items()},
-                                             {n: p.warmup for n, p in prepared.items()}, rounds, seed + 1000 * k,
-                                             before_round=backend.before_round(protocol)))
+                runs.append(measure_prepared(prepared, backend, protocol, seed + 1000 * k))
             finally:
                 for p in prepared.values():
                     p.close()

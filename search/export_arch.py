@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -108,8 +109,6 @@ def export_trial(trial, run: dict[str, Any], supernet: Supernet, out: Path, onnx
 def link_best(entry: dict[str, Any], target: Path) -> None:
     """``best.yaml`` / ``best.pt`` / ``best.onnx``: relative links to the best member's files, so scripts (and the
     README's commands) need not know its trial number. A link is replaced atomically."""
-    import os
-
     for key, suffix in (("yaml", ".yaml"), ("weights", ".pt"), ("onnx", ".onnx")):
         if key not in entry:
             continue

@@ -15,7 +15,7 @@ from supernet.convert import SOURCES, convert_state_dict, load_converted, read_c
 from supernet.errors import UserError, report_user_errors
 from supernet.io_utils import atomic_torch_save, safe_torch_load
 from supernet.model import EfficientFormerV2, build_model
-from supernet.onnx_export import DEFAULT_OPSET, EXPORTERS, MIN_OPSET, check_onnx_parity, export_onnx
+from supernet.onnx_export import DEFAULT_OPSET, DYNAMO_MIN_OPSET, EXPORTERS, MIN_OPSET, check_onnx_parity, export_onnx
 
 MAX_OPSET = 21  # the newest opset torch's exporter and onnxruntime both take here
 
@@ -135,8 +135,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     opset = getattr(args, "opset", DEFAULT_OPSET)
     if opset < MIN_OPSET:
         raise UserError(f"--opset: {opset} is below the supported minimum {MIN_OPSET}")
-    if opset < DEFAULT_OPSET and getattr(args, "exporter", "auto") == "dynamo":
-        raise UserError(f"--opset: {opset} needs --exporter torchscript (the dynamo exporter writes opset {DEFAULT_OPSET} or newer)")
+    if opset < DYNAMO_MIN_OPSET and getattr(args, "exporter", "auto") == "dynamo":
+        raise UserError(f"--opset: {opset} needs --exporter torchscript (the dynamo exporter writes opset {DYNAMO_MIN_OPSET} or newer)")
     args.func(args)
 
 

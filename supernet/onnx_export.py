@@ -15,7 +15,8 @@ from supernet.deploy import fuse
 from supernet.errors import UserError
 from supernet.io_utils import atomic_write
 
-DEFAULT_OPSET = 18  # the lowest opset the torch.export-based exporter writes
+DYNAMO_MIN_OPSET = 18  # the lowest opset the torch.export-based exporter writes
+DEFAULT_OPSET = DYNAMO_MIN_OPSET
 MIN_OPSET = 17  # TorchScript exporter only
 EXPORTERS = ("auto", "dynamo", "torchscript")
 # which exporters each choice tries, in order; "fast" is for timing pieces and whole networks in LUT builds and
@@ -56,8 +57,8 @@ def _gelu_as_onnxruntime_fuses_it(self, approximate: str = "none"):
 def _dynamo_bytes(net: nn.Module, dummy: torch.Tensor, opset: int, dynamic_batch: bool) -> bytes:
     import logging
 
-    if opset < DEFAULT_OPSET:
-        raise ValueError(f"opset: the dynamo exporter writes opset {DEFAULT_OPSET} or newer, not {opset}")
+    if opset < DYNAMO_MIN_OPSET:
+        raise ValueError(f"opset: the dynamo exporter writes opset {DYNAMO_MIN_OPSET} or newer, not {opset}")
     registration = logging.getLogger("torch.onnx._internal.exporter._registration")
     level = registration.level
     registration.setLevel(logging.ERROR)  # "torchvision is not installed. Skipping torchvision::nms" x4
@@ -84,7 +85,7 @@ def exporter_order(exporter: str, opset: int) -> tuple[str, ...]:
     if exporter not in _TRY:
         raise ValueError(f"exporter: {exporter!r} is not one of {', '.join(EXPORTERS)}")
     order = _TRY[exporter]
-    if opset < DEFAULT_OPSET and exporter != "dynamo":
+    if opset < DYNAMO_MIN_OPSET and exporter != "dynamo":
         order = tuple(e for e in order if e != "dynamo")
     return order
 

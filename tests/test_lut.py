@@ -65,10 +65,9 @@ def test_drift_anchor_divides_out_a_slow_batch(tiny_lut):
     _, built, _ = tiny_lut
     sigs = space_signatures(TINY, 64, 10, False)[:6]
     lut = LatencyLUT.empty(dict(built.meta))
-    for i, sig in enumerate(sigs):
-        slow = 2.0 if i >= 3 else 1.0
-        lut.add(sig, {"median_ms": slow * 1.0, "q25_ms": slow * 1.0, "iqr_ms": 0.0, "cv": 0.0, "min_ms": slow,
-                      "n": 3, "anchor_ms": slow * 0.5})
+    for batch, slow in ((sigs[:3], 1.0), (sigs[3:], 2.0)):
+        lut.add([(sig, {"median_ms": slow * 1.0, "q25_ms": slow * 1.0, "iqr_ms": 0.0, "cv": 0.0, "min_ms": slow,
+                        "n": 3, "anchor_ms": slow * 0.5}) for sig in batch])
     ref = lut.table["anchor_ms"].median()  # 0.75: half the entries at 0.5, half at 1.0
     assert [lut.latency(s) for s in sigs] == pytest.approx([ref / 0.5] * 6)
     assert set(lut.table["q25_ms"]) == {1.0, 2.0}
