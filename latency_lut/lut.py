@@ -188,7 +188,7 @@ class LatencyLUT:
         """Predicted latency (ms): the calibration's weighted features plus its offset (the plain sum before
         ``eformer-lut validate`` fitted one)."""
         pieces = self._pieces(arch)
-        if self.weights.keys() == {"sum"}:  # the global and plain-sum models need no per-kind features (2x faster)
+        if self.weights.keys() == {"sum"}:  # the global and plain-sum models need only the sum, not per-kind features
             return self.weights["sum"] * sum(v for _, v in pieces) + self.b
         return weighted(self.weights, self.b, _features(pieces))
 
