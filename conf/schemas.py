@@ -115,7 +115,8 @@ class DataSchema:
     hflip: float = setting(0.5, ge=0.0, le=1.0)
     crop_pct: float = setting(0.875, gt=0.0, le=1.0)
     calib_size: int = setting(2000, ge=10)
-    num_workers: int = setting(0, ge=0)
+    holdout: int = setting(0, ge=0)                     # training images held out as the search's val split
+    num_workers: Optional[int] = setting(0, ge=0)       # null: as many as the CPUs (decoded images), 0 in memory
     seed: int = 0
 
 
@@ -212,6 +213,9 @@ class ProxySchema:
     kind: str = setting("supernet", choices=("supernet", "analytic"))
     calib_images: Optional[int] = setting(None, ge=2)
     val_images: Optional[int] = setting(None, ge=1)
+    batch_size: int = setting(500, ge=2)
+    memory_mb: float = setting(2048.0, gt=0.0)
+    precision: str = setting("fp32", choices=("fp32", "bf16", "fp16"))
     data: Optional[Any] = None
     cache: Optional[str] = None
 
@@ -223,6 +227,7 @@ class TrainApp:
     data: DataSchema = MISSING
     train: TrainSchema = MISSING
     finetune: FinetuneSchema = dataclasses.field(default_factory=FinetuneSchema)
+    compute_device: str = "auto"
     run_dir: str = MISSING
 
 
@@ -248,6 +253,7 @@ class SearchApp:
     supernet: str = MISSING
     lut_file: str = MISSING
     proxy: ProxySchema = dataclasses.field(default_factory=ProxySchema)
+    compute_device: str = "auto"
     mes: Any = None
     seed: int = 0
     worker: int = setting(0, ge=0)
@@ -272,6 +278,7 @@ class PipelineApp:
     slimming_overrides: List[str] = setting([])
     nsga2_overrides: List[str] = setting([])
     measure: MeasureSchema = dataclasses.field(default_factory=MeasureSchema)
+    compute_device: str = "auto"
     progress: bool = True
 
 
@@ -283,6 +290,7 @@ class ValidateProxyApp:
     pool: int = setting(400, ge=3)
     seed: int = 0
     standalone_seed: int = 0
+    compute_device: str = "auto"
     threads: Optional[int] = setting(None, ge=1)
     progress: bool = True
     run_dir: str = MISSING

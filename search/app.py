@@ -33,10 +33,12 @@ from search.results import RUN_FILE, RUN_FORMAT, best_trial, completed
 from search.storage import dashboard_target, open_storage, storage_url
 from search.strategies import ALL_STRATEGIES, SearchContext, get_strategy
 from supernet.arch import PRESETS, ArchConfig
+from supernet.compute import resolve_device
 from supernet.data import build_data
 from supernet.elastic import Supernet
 from supernet.errors import UserError, report_user_errors, run_hydra_app
 from supernet.io_utils import atomic_write_text
+from supernet.train.precision import resolve_precision
 
 register_schemas()
 
@@ -68,16 +70,21 @@ def build_proxy(cfg: DictConfig, supernet: Supernet, supernet_digest: str):
         return AnalyticProxy()
     if p.kind != "supernet":
         raise UserError(f"proxy.kind: {p.kind!r} is not one of supernet, analytic")
+    device = resolve_device(cfg.compute_device)
+    precision = resolve_precision(p.precision, device, key="proxy.precision")
     data_cfg = data_settings(supernet, OmegaConf.to_container(p.data, resolve=True) if p.get("data") else None)
     data = build_data(data_cfg)
+    # format 3: val_images / calib_images are seeded class-balanced choices, scored in batches of batch_size
     key = json.dumps({"supernet": supernet_digest, "data": data_cfg, "calib": p.calib_images, "val": p.val_images,
-                      "format": 2},
+                      "split": data.search_split, "batch_size": p.batch_size, "precision": p.precision,
+                      "device": device.type, "format": 3},
                      sort_keys=True, default=str)
     cache = Path(p.cache) if p.get("cache") else None
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
     return SupernetProxy.from_data(supernet, data, p.calib_images, p.val_images, cache,
-                                   hashlib.sha256(key.encode()).hexdigest()[:16])
+                                   hashlib.sha256(key.encode()).hexdigest()[:16], device=device,
+                                   batch_size=int(p.batch_size), memory_mb=float(p.memory_mb), precision=precision)
 
 
 def _settings(cfg: DictConfig, budget: Budget, space_hash: str, supernet_digest: str, lut: LatencyLUT) -> dict[str, Any]:
@@ -129,6 +136,7 @@ def preset_points(supernet: Supernet, evaluator: CandidateEvaluator) -> dict[str
 def run_search(cfg: DictConfig) -> dict[str, Any]:
     """Run (or continue) the study described by ``cfg``; write ``<run_dir>/search.json``; return it."""
     check_config(cfg, app=SearchApp)
+    resolve_device(cfg.compute_device)  # before any work: a missing GPU is a one-line error
     started = time.time()
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))

@@ -28,6 +28,7 @@ from search.app import run_search
 from search.export_arch import export_arch
 from search.report import capacity_gap_line, format_rows, released_vs_derived
 from search.results import RUN_FILE, read_run
+from supernet.compute import resolve_device
 from supernet.errors import report_user_errors, run_hydra_app
 from supernet.io_utils import atomic_write_text
 from supernet.train.app import run_training
@@ -73,6 +74,7 @@ def export_stage(run_dir: str, which: str, onnx: bool = True) -> dict[str, Any]:
 
 def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
     check_config(cfg, app=PipelineApp)
+    resolve_device(cfg.compute_device)  # before any stage: a missing GPU is a one-line error
     started = time.time()
     work = Path(cfg.work_dir)
     n = 5
@@ -80,8 +82,9 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
                  f"{'the quick protocol: fewer repeats, noisier entries' if 'lut=quick' in cfg.lut_overrides else 'custom protocol'})")
     lut_path = lut_stage(cfg)
     banner(2, n, "supernet on the embedded Fashion-MNIST subset (eformer-train)")
-    supernet = run_training(compose("eformer_train", list(cfg.train_overrides)))
-    common = [f"supernet={supernet}", f"lut_file={lut_path}", f"proxy.cache={work}/search/proxy-cache.jsonl"]
+    supernet = run_training(compose("eformer_train", [f"compute_device={cfg.compute_device}", *cfg.train_overrides]))
+    common = [f"supernet={supernet}", f"lut_file={lut_path}", f"proxy.cache={work}/search/proxy-cache.jsonl",
+              f"compute_device={cfg.compute_device}"]
     banner(3, n, f"search (eformer-search): slimming to {', '.join(b.upper() for b in cfg.budgets)}, then NSGA-II")
     runs = {}
     for b in cfg.budgets:

@@ -1,14 +1,17 @@
 """Accuracy proxies for candidate architectures, behind one interface (:class:`AccuracyProxy`).
 
-* :class:`SupernetProxy` - the supernet member scored on the whole held-out split after BN
-  recalibration on the calibration split (the same computation as
-  ``supernet.evaluation.evaluate_member`` with one calibration batch). Each score carries a
-  continuous companion - the validation cross-entropy - and the bootstrap standard deviation of
-  both over the validation images, so a search can tell a real difference from noise. Scores are
-  cached by architecture hash in a JSONL file shared by processes, and evaluated incrementally: a
-  candidate that differs from a reference member only from stage ``s`` on reuses the reference's
-  stage-``s`` inputs and recalibrates and runs only stages ``s..4`` (exact: the earlier stages and
-  their statistics are the same).
+* :class:`SupernetProxy` - the supernet member scored on the search's split (the held-out training
+  images the supernet recorded, else val) after BN recalibration on the calibration split (the same
+  computation as ``supernet.evaluation.evaluate_member``). Both stream from the DataLoader in batches
+  on a compute device: scores are accumulated batch by batch, BN statistics are pooled sums over the
+  calibration batches (:mod:`supernet.bn_calibration`), and what is kept between evaluations - the
+  image batches and a reference member's stage inputs - lives in a :class:`TensorStore` of fixed size
+  (``proxy.memory_mb``): what fits is kept, the rest is decoded or recomputed, with the same results.
+  Each score carries a continuous companion - the cross-entropy - and the bootstrap standard deviation
+  of both over the scored images, so a search can tell a real difference from noise. Scores are cached
+  by architecture hash in a JSONL file shared by processes, and evaluated incrementally: a candidate
+  that differs from the reference member only from stage ``s`` on reuses the reference's stage-``s``
+  inputs (and its statistics of the earlier stages) and recalibrates and runs only stages ``s..4``.
 * :class:`AnalyticProxy` - a cheap, monotone stand-in (from MACs) to benchmark the search machinery.
 """
 from __future__ import annotations
@@ -17,16 +20,20 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Optional, Protocol, runtime_checkable
+from typing import Iterator, Optional, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from search.params import arch_hash
 from supernet.arch import ArchConfig
-from supernet.bn_calibration import recalibrate_bn
+from supernet.bn_calibration import batch_statistics, recalibrate_bn
+from supernet.data import Data, balanced_subset
 from supernet.elastic import Supernet
+from supernet.errors import UserError
 from supernet.signatures import count_macs
+from supernet.train.precision import Precision
 
 SCORE_KEYS = ("top1", "loss", "top1_std", "loss_std")
 BOOTSTRAP = 200  # resamples of the validation images for the score's noise
@@ -76,40 +83,134 @@ def bootstrap_std(values: torch.Tensor, resamples: int = BOOTSTRAP, seed: int = 
     return float(values.double()[idx].mean(1).std())
 
 
-def score_logits(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-    """Top-1 (%), mean cross-entropy and their bootstrap standard deviations."""
-    correct = (logits.argmax(1) == labels).double() * 100.0
-    losses = F.cross_entropy(logits.float(), labels, reduction="none")
+def score_values(correct: torch.Tensor, losses: torch.Tensor) -> dict[str, float]:
+    """Top-1 (%) and mean cross-entropy from per-image correctness (0/100) and losses, with bootstrap noise."""
     return {"top1": float(correct.mean()), "loss": float(losses.double().mean()),
             "top1_std": bootstrap_std(correct), "loss_std": bootstrap_std(losses)}
 
 
+def score_logits(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """Top-1 (%), mean cross-entropy and their bootstrap standard deviations."""
+    correct, losses = per_image(logits, labels)
+    return score_values(correct, losses)
+
+
+def per_image(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image correctness (0 or 100, float64) and cross-entropy, on the CPU."""
+    correct = (logits.argmax(1) == labels).double() * 100.0
+    losses = F.cross_entropy(logits.float(), labels, reduction="none")
+    return correct.cpu(), losses.cpu()
+
+
+IMAGES = -1  # the level of an image batch; levels 0-3 are the inputs of stages 0-3 (supernet.forward_range)
+
+
+class TensorStore:
+    """Tensors kept between evaluations within ``budget`` bytes; a higher ``priority`` may evict lower ones."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget, self.used = budget, 0
+        self.items: dict[tuple, tuple[int, torch.Tensor]] = {}
+
+    def get(self, key: tuple) -> Optional[torch.Tensor]:
+        item = self.items.get(key)
+        return None if item is None else item[1]
+
+    def put(self, key: tuple, tensor: torch.Tensor, priority: int) -> bool:
+        """Keep ``tensor`` if it fits, evicting lower-priority tensors when that makes it fit."""
+        size = tensor.numel() * tensor.element_size()
+        if key in self.items:
+            self.drop(key)
+        if self.used + size > self.budget:
+            lower = sorted((p, k) for k, (p, _) in self.items.items() if p < priority)
+            if self.used - sum(self.nbytes(k) for _, k in lower) + size > self.budget:
+                return False
+            for _, k in lower:
+                if self.used + size <= self.budget:
+                    break
+                self.drop(k)
+        self.items[key] = (priority, tensor)
+        self.used += size
+        return True
+
+    def nbytes(self, key: tuple) -> int:
+        t = self.items[key][1]
+        return t.numel() * t.element_size()
+
+    def drop(self, key: tuple) -> None:
+        self.used -= self.nbytes(key)
+        del self.items[key]
+
+    def drop_where(self, match) -> None:
+        for k in [k for k in self.items if match(k)]:
+            self.drop(k)
+
+
+class ImageSplit:
+    """The images one split contributes, in fixed batches: ``indices`` of ``split`` in ``data``."""
+
+    def __init__(self, name: str, data: Data, split: str, indices: list[int], batch_size: int, pin_memory: bool) -> None:
+        self.name, self.data, self.split, self.batch_size, self.pin_memory = name, data, split, batch_size, pin_memory
+        self.chunks = [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
+        all_labels = data.labels(split)
+        self.labels = torch.tensor([all_labels[i] for i in indices], dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def load(self, batches: list[int]) -> Iterator[torch.Tensor]:
+        """The image batches ``batches`` (in that order), decoded by the DataLoader."""
+        if not batches:
+            return iter(())
+        flat = [i for b in batches for i in self.chunks[b]]  # only the split's last batch may be short: it comes last
+        loader = self.data.eval_loader(self.split, self.batch_size, indices=flat, pin_memory=self.pin_memory)
+        return (x for x, _ in loader)
+
+
+def choose_images(data: Data, split: str, n: Optional[int], seed: int) -> list[int]:
+    """Indices of ``split`` a proxy uses: all of them in split order (None), or a seeded class-balanced ``n``."""
+    size = len(data.splits[split])
+    return list(range(size)) if n is None or n >= size else balanced_subset(data.labels(split), n, seed)
+
+
 class SupernetProxy:
-    """Supernet-member score with BN recalibration, caching and incremental evaluation."""
+    """Supernet-member score with BN recalibration, caching and incremental evaluation, streamed."""
 
     name = "supernet"
 
-    def __init__(self, supernet: Supernet, calib: torch.Tensor, val_x: torch.Tensor, val_y: torch.Tensor,
+    def __init__(self, supernet: Supernet, calib: ImageSplit, val: ImageSplit, device: torch.device | str = "cpu",
+                 memory_bytes: int = 2 << 30, precision: Optional[Precision] = None,
                  cache_path: Optional[str | os.PathLike] = None, cache_key: str = "") -> None:
-        self.net = supernet.eval()
-        # channels-last: oneDNN's 1x1 and depthwise convs on these small maps run 1.5-3x faster in it (same results)
-        self.calib = calib.contiguous(memory_format=torch.channels_last)
-        self.val_x = val_x.contiguous(memory_format=torch.channels_last)
-        self.val_y = val_y
+        self.device = torch.device(device)
+        self.net = supernet.to(self.device).eval()
+        self.calib, self.val = calib, val
+        self.store = TensorStore(memory_bytes)
+        self.precision = precision or Precision("fp32", self.device.type, None)
         self.cache_path = Path(cache_path) if cache_path else None
         self.cache_key = cache_key
         self.cache: dict[str, dict[str, float]] = {}
         self.evaluations = 0
-        self._ref: Optional[tuple[ArchConfig, list[torch.Tensor], list[torch.Tensor]]] = None
+        self._ref: Optional[ArchConfig] = None
+        self._ref_stats: dict[str, torch.Tensor] = {}
         self._load_cache()
 
     @classmethod
-    def from_data(cls, supernet: Supernet, data, calib_images: Optional[int] = None, val_images: Optional[int] = None,
-                  cache_path=None, cache_key: str = "") -> "SupernetProxy":
-        """Calibration and validation tensors from a :class:`supernet.data.Data` (None: the whole split)."""
-        calib = torch.cat([x for x, _ in data.eval_loader("calib", 256, limit=calib_images)])
-        val = list(data.eval_loader("val", 256, limit=val_images))
-        return cls(supernet, calib, torch.cat([x for x, _ in val]), torch.cat([y for _, y in val]), cache_path, cache_key)
+    def from_data(cls, supernet: Supernet, data: Data, calib_images: Optional[int] = None, val_images: Optional[int] = None,
+                  cache_path=None, cache_key: str = "", device: torch.device | str = "cpu", batch_size: int = 500,
+                  memory_mb: float = 2048, precision: Optional[Precision] = None, seed: int = 0) -> "SupernetProxy":
+        """A proxy over ``data``'s calibration split and search split (held-out training images, else val);
+        ``calib_images`` / ``val_images`` take a seeded, class-balanced part (None: the whole split)."""
+        device = torch.device(device)
+        pin = device.type == "cuda"
+        split = data.search_split
+        calib = ImageSplit("calib", data, "calib", choose_images(data, "calib", calib_images, seed), batch_size, pin)
+        val = ImageSplit("val", data, split, choose_images(data, split, val_images, seed + 1), batch_size, pin)
+        size = data.cfg.image_size
+        batch_bytes = min(batch_size, max(len(calib.labels), len(val.labels))) * 3 * size * size * 4
+        if memory_mb * 2**20 < batch_bytes:
+            raise UserError(f"proxy.memory_mb: {memory_mb:g} MB cannot hold one batch of {batch_size} images at {size} px "
+                            f"({batch_bytes / 2**20:.0f} MB); raise it or lower proxy.batch_size")
+        return cls(supernet, calib, val, device, int(memory_mb * 2**20), precision, cache_path, cache_key)
 
     # ------------------------------------------------------------------ cache
     def _load_cache(self) -> None:
@@ -133,27 +234,81 @@ class SupernetProxy:
     def cached(self, arch: ArchConfig) -> Optional[dict[str, float]]:
         return self.cache.get(arch_hash(self.net.member(arch)))
 
+    # ------------------------------------------------------------------ inputs
+    def _inputs(self, split: ImageSplit, level: int) -> Iterator[torch.Tensor]:
+        """Every batch of ``split`` at ``level`` (the reference's stage inputs, or the images at ``IMAGES``):
+        kept, or recomputed from the deepest kept level below it, decoding the images where none is kept.
+        The plan is fixed before the first batch, so what this pass keeps cannot change it."""
+        plan = [self._base(split, b, level) for b in range(len(split))]
+        loaded = split.load([b for b, (_, x) in enumerate(plan) if x is None])
+        for b, (start, x) in enumerate(plan):
+            if x is None:
+                x = next(loaded).to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+                self.store.put((split.name, b, IMAGES), x, priority=1)
+            yield x if start == level else self.net.forward_range(x, start, level)
+
+    def _base(self, split: ImageSplit, b: int, level: int) -> tuple[int, Optional[torch.Tensor]]:
+        """The deepest kept level <= ``level`` of batch ``b`` and its tensor (``IMAGES``, None: decode them)."""
+        for lv in range(level, IMAGES, -1):
+            x = self.store.get((split.name, b, lv))
+            if x is not None:
+                return lv, x
+        return IMAGES, self.store.get((split.name, b, IMAGES))
+
+    def _keep_levels(self, split: ImageSplit, b: int, levels: dict[int, torch.Tensor]) -> None:
+        for lv, t in levels.items():  # deeper stage inputs first: the smallest, and they save the most compute
+            if lv > 0:
+                self.store.put((split.name, b, lv), t, priority=2 + lv)
+        if 0 in levels:
+            self.store.put((split.name, b, 0), levels[0], priority=0)
+
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
-    def _run(self, arch: ArchConfig, start: int, calib_in: torch.Tensor, val_in: torch.Tensor,
-             keep: bool) -> tuple[dict[str, float], list[torch.Tensor], list[torch.Tensor]]:
-        """Recalibrate the BNs from stage ``start`` on with the calibration inputs (one batch), then score
-        the validation inputs; optionally keep the per-stage inputs of both passes (for a reference)."""
+    def _run(self, arch: ArchConfig, start: int, keep: bool) -> dict[str, float]:
+        """Recalibrate the BNs from stage ``start`` on over the calibration batches, then score the split's
+        batches; with ``keep`` (``start == 0``), keep the stage inputs of both passes for a reference."""
         net = self.net
         net.set_active(arch)
-        calib_ins: list[torch.Tensor] = []
-        val_ins: list[torch.Tensor] = []
-        recalibrate_bn(net.bn_scope(start), [calib_in], 1,
-                       run=lambda x: net.norm(net.forward_stages(x, start, calib_ins if keep else None)))
-        logits = net.classify(net.forward_stages(val_in, start, val_ins if keep else None))
+        level = start if start else IMAGES
+        if start > 0:  # the shared stages: the reference's statistics (another member may have run since)
+            for name, t in self._ref_stats.items():
+                net.get_buffer(name).copy_(t)
+        with self.precision.autocast():
+            prefix = nn.ModuleList([net.stem, *net.stages[:start]] if start else [])
+            with batch_statistics(prefix):  # recomputed calibration inputs as a calibration pass makes them
+
+                def calib_forward() -> Iterator[torch.Tensor]:
+                    for b, x in enumerate(self._inputs(self.calib, level)):
+                        levels: dict[int, torch.Tensor] = {}
+                        out = net.forward_range(x, level, 4, levels if keep else None)
+                        if keep:
+                            self._keep_levels(self.calib, b, levels)
+                        yield out
+
+                recalibrate_bn(net.bn_scope(start), calib_forward(), run=net.norm)
+            net.eval()
+            correct, losses = [], []
+            for b, x in enumerate(self._inputs(self.val, level)):
+                levels = {}
+                logits = net.classify(net.forward_range(x, level, 4, levels if keep else None))
+                if keep:
+                    self._keep_levels(self.val, b, levels)
+                y = self.val.labels[b * self.val.batch_size : b * self.val.batch_size + len(logits)]
+                c, l_ = per_image(logits, y.to(logits.device))
+                correct.append(c)
+                losses.append(l_)
         self.evaluations += 1
-        return score_logits(logits, self.val_y), calib_ins, val_ins
+        return score_values(torch.cat(correct), torch.cat(losses))
 
     def reference(self, arch: ArchConfig) -> dict[str, float]:
-        """Evaluate ``arch`` fully and keep its stage inputs for incremental evaluation of its neighbours."""
+        """Evaluate ``arch`` fully and keep its stage inputs (within the memory budget) for incremental
+        evaluation of its neighbours."""
         arch = self.net.member(arch)
-        res, c, v = self._run(arch, 0, self.calib, self.val_x, keep=True)
-        self._ref = (arch, c, v)
+        self.store.drop_where(lambda k: k[2] != IMAGES)
+        self._ref = None
+        res = self._run(arch, 0, keep=True)
+        self._ref = arch
+        self._ref_stats = {n: b.clone() for n, b in self.net.named_buffers() if n.endswith(("running_mean", "running_var"))}
         h = arch_hash(arch)
         if h not in self.cache:
             self._store(h, res)
@@ -165,13 +320,10 @@ class SupernetProxy:
         h = arch_hash(arch)
         if h in self.cache:
             return self.cache[h]
-        start, calib_in, val_in = 0, self.calib, self.val_x
+        start = 0
         if self._ref is not None:
-            ref, c, v = self._ref
             n = len(arch.stages)
-            start = next((i for i in range(n) if arch.stages[i] != ref.stages[i]), n - 1)
-            if start > 0:
-                calib_in, val_in = c[start], v[start]
-        res, _, _ = self._run(arch, start, calib_in, val_in, keep=False)
+            start = next((i for i in range(n) if arch.stages[i] != self._ref.stages[i]), n - 1)
+        res = self._run(arch, start, keep=False)
         self._store(h, res)
         return res

@@ -20,7 +20,7 @@ from supernet.errors import UserError
 from supernet.io_utils import atomic_write_text
 
 # settings of the supernet's run that do not carry over to a standalone run
-_NOT_RECIPE = ("finetune.", "train.init_from", "train.eval_presets", "train.progress", "train.threads")
+_NOT_RECIPE = ("finetune.", "train.init_from", "train.eval_presets", "train.progress", "train.threads", "compute_device")
 
 
 def recipe_config(train_config: Mapping[str, Any]) -> dict[str, Any]:
@@ -40,7 +40,7 @@ def recipe_config(train_config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def standalone_config(train_config: Mapping[str, Any], arch: ArchConfig, run_dir: str | Path, seed: int = 0,
-                      threads: Optional[int] = None, progress: bool = False) -> DictConfig:
+                      threads: Optional[int] = None, progress: bool = False, compute_device: str = "auto") -> DictConfig:
     """The eformer-train config that trains ``arch`` alone from scratch with the supernet's recipe."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -54,6 +54,7 @@ def standalone_config(train_config: Mapping[str, Any], arch: ArchConfig, run_dir
                          "checkpoint_every": 10**9})
     cfg["finetune"] = {"arch": str(arch_file), "weights": None}
     cfg["run_dir"] = str(run_dir)
+    cfg["compute_device"] = compute_device
     try:  # typed like a composed eformer-train config, so its checks (and the app check) apply
         return OmegaConf.merge(OmegaConf.structured(TrainApp), cfg)
     except OmegaConfBaseException as err:
@@ -63,11 +64,11 @@ def standalone_config(train_config: Mapping[str, Any], arch: ArchConfig, run_dir
 
 
 def train_standalone(train_config: Mapping[str, Any], arch: ArchConfig, run_dir: str | Path, seed: int = 0,
-                     threads: Optional[int] = None) -> dict[str, Any]:
+                     threads: Optional[int] = None, compute_device: str = "auto") -> dict[str, Any]:
     """Train (or resume, or reuse) ``arch`` alone; returns its final top-1, loss and step count."""
     from supernet.train.app import run_training
 
-    cfg = standalone_config(train_config, arch, run_dir, seed, threads)
+    cfg = standalone_config(train_config, arch, run_dir, seed, threads, compute_device=compute_device)
     run_training(cfg)
     final = json.loads((Path(run_dir) / "final.json").read_text())
     last = [m for m in final["final_metrics"] if m["member"] == "arch"]

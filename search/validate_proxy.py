@@ -32,6 +32,7 @@ from search.params import arch_hash
 from search.proxy import SupernetProxy
 from search.standalone import train_standalone
 from supernet.arch import ArchConfig
+from supernet.compute import resolve_device
 from supernet.data import build_data
 from supernet.elastic import Supernet
 from supernet.errors import UserError, report_user_errors
@@ -100,6 +101,7 @@ def _plot(rows: list[dict[str, Any]], stats: dict[str, Any], path: Path) -> None
 def run_validate_proxy(cfg: DictConfig) -> dict[str, Any]:
     """Score, train and compare; write the report files under ``cfg.run_dir``; return the summary."""
     check_config(cfg, app=ValidateProxyApp)
+    device = resolve_device(cfg.compute_device)  # before any work: a missing GPU is a one-line error
     started = time.time()
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
@@ -113,7 +115,7 @@ def run_validate_proxy(cfg: DictConfig) -> dict[str, Any]:
     members = stratified_members(supernet, lut, int(cfg.members), int(cfg.pool), int(cfg.seed))
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    proxy = SupernetProxy.from_data(supernet, build_data(data_cfg))
+    proxy = SupernetProxy.from_data(supernet, build_data(data_cfg), device=device)
     rows: list[dict[str, Any]] = []
     bar = tqdm(members, desc="validate-proxy (standalone training)", unit="member", disable=not cfg.progress,
                dynamic_ncols=True)
@@ -121,7 +123,7 @@ def run_validate_proxy(cfg: DictConfig) -> dict[str, Any]:
         score = proxy(arch)
         h = arch_hash(supernet.member(arch))
         sa = train_standalone(train_config, supernet.member(arch), run_dir / "members" / f"{i:02d}-{h[:10]}",
-                              seed=int(cfg.standalone_seed), threads=cfg.get("threads"))
+                              seed=int(cfg.standalone_seed), threads=cfg.get("threads"), compute_device=str(cfg.compute_device))
         deployed = lut.in_context(arch)
         rows.append({"member": i, "summary": arch.summary(), "arch_hash": h, "latency_ms": lut.predict(deployed),
                      "params": count_params(deployed), "proxy_top1": score["top1"], "proxy_top1_std": score["top1_std"],

@@ -157,6 +157,19 @@ class Supernet(nn.Module):
             x = stage(x)
         return x
 
+    def forward_range(self, x: torch.Tensor, start: int, stop: int, keep: Optional[dict[int, torch.Tensor]] = None) -> torch.Tensor:
+        """From level ``start`` to level ``stop`` of the active member, where level -1 is the image, level
+        ``i`` (0-3) the input of stage ``i`` and level 4 the last stage's output; ``keep`` collects the
+        stage inputs passed on the way (``{level: tensor}``)."""
+        if start < 0:
+            x = self.stem(x)
+            start = 0
+        for i in range(start, stop):
+            if keep is not None:
+                keep[i] = x
+            x = self.stages[i](x)
+        return x
+
     def classify(self, features: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Norm, pooling and head(s) of the last stage's features."""
         return classify(features, self.norm, self.head, self.head_dist, self.training)

@@ -18,13 +18,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from supernet.bn_calibration import calibration_batch_norm
+
 
 def sliced_batch_norm(x: torch.Tensor, bn: nn.BatchNorm2d, channels: int) -> torch.Tensor:
     """BatchNorm over the first ``channels`` channels of ``bn``; running statistics update in place.
 
     Mirrors ``nn.BatchNorm2d``: momentum ``None`` means a cumulative average over the batches seen
-    since ``num_batches_tracked`` was reset (used by BN recalibration).
+    since ``num_batches_tracked`` was reset. While :mod:`supernet.bn_calibration` recalibrates the BN,
+    its forward is the recalibration's.
     """
+    calibrated = calibration_batch_norm(x, bn, channels)
+    if calibrated is not None:
+        return calibrated
     momentum = 0.0
     if bn.training and bn.track_running_stats:
         bn.num_batches_tracked.add_(1)
@@ -205,7 +211,8 @@ class ConvNorm(nn.Module):
         else:
             x = conv2d(x, weight, bias, conv.stride, conv.padding)
         if bn is not None and not fold:
-            x = bn(x) if weight.shape[0] == bn.num_features else sliced_batch_norm(x, bn, weight.shape[0])
+            full = weight.shape[0] == bn.num_features and getattr(bn, "_calibration", None) is None
+            x = bn(x) if full else sliced_batch_norm(x, bn, weight.shape[0])
         return gelu(x) if self.act else x
 
     @torch.no_grad()
@@ -255,6 +262,10 @@ class ElasticDepthwiseConv(DepthwiseConv):
 # ---------------------------------------------------------------- BatchNorm
 class BatchNorm(nn.BatchNorm2d):
     """BatchNorm2d (the head's norm)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        calibrated = calibration_batch_norm(x, self, x.shape[1])
+        return super().forward(x) if calibrated is None else calibrated
 
 
 class ElasticBatchNorm(BatchNorm):

@@ -29,7 +29,7 @@ def _proxy_and_data():
 def test_incremental_proxy_equals_full_evaluate_member():
     net, data, proxy = _proxy_and_data()
     assert isinstance(proxy, AccuracyProxy) and isinstance(AnalyticProxy(), AccuracyProxy)
-    assert len(proxy.val_y) == len(data.splits["val"]) == 360 and len(proxy.calib) == 60  # whole splits
+    assert len(proxy.val.labels) == len(data.splits["val"]) == 360 and len(proxy.calib.labels) == 60  # whole splits
     rng = random.Random(1)
     momenta = {n: m.momentum for n, m in net.named_modules() if isinstance(m, torch.nn.BatchNorm2d)}
     ref = net.space.sample(rng, **CTX)

@@ -2,7 +2,9 @@
 
 ``build_data(cfg)`` gives train / val / calib splits of ``fashion`` (Fashion-MNIST: the embedded
 subset by default, the full IDX files with ``root``), ``digits`` (scikit-learn's bundled digits, for
-fast tests), ``cifar10`` (python-batch directory) or ``imagefolder`` (ImageNet layout).
+fast tests), ``cifar10`` (python-batch directory) or ``imagefolder`` (ImageNet layout), plus
+``holdout``: ``data.holdout`` training images (seeded, class-balanced) that training never sees, the
+search's validation split (Once-for-All's ImageNet practice: the official val split is the test set).
 Batches are deterministic: the epoch's order comes from (seed, epoch), each sample's augmentation
 from (seed, epoch, index), so a run resumed at any step sees exactly the batches it would have seen,
 for any number of loader workers, and every rank of a distributed run gets its own shard.
@@ -10,13 +12,15 @@ for any number of loader workers, and every rank of a distributed run gets its o
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Iterator, Mapping, Optional
+import os
+from typing import Any, Iterator, Mapping, Optional, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from supernet.data.fashion import fashion_splits
-from supernet.data.sources import DataError, cifar10_splits, digits_splits, imagefolder_splits
+from supernet.data.sources import DataError, DecodeFailure, FolderSource, cifar10_splits, digits_splits, imagefolder_splits
+from supernet.data.subsets import balanced_subset
 from supernet.data.transforms import EvalTransform, TrainTransform
 
 DATASETS = ("fashion", "digits", "cifar10", "imagefolder")
@@ -38,7 +42,8 @@ class DataConfig:
     hflip: float = 0.5
     crop_pct: float = 0.875
     calib_size: int = 2000
-    num_workers: int = 0
+    holdout: int = 0
+    num_workers: Optional[int] = 0
     seed: int = 0
 
     @classmethod
@@ -59,11 +64,16 @@ class DataConfig:
             raise DataError(f"data.image_size: {cfg.image_size!r} is not a positive multiple of 32")
         if not isinstance(cfg.calib_size, int) or isinstance(cfg.calib_size, bool) or cfg.calib_size < MIN_CALIB:
             raise DataError(f"data.calib_size: {cfg.calib_size!r} must be an integer >= {MIN_CALIB} (BN recalibration)")
+        if not isinstance(cfg.holdout, int) or isinstance(cfg.holdout, bool) or cfg.holdout < 0:
+            raise DataError(f"data.holdout: {cfg.holdout!r} must be an integer >= 0 (0: the search scores the val split)")
+        if cfg.num_workers is not None and (not isinstance(cfg.num_workers, int) or cfg.num_workers < 0):
+            raise DataError(f"data.num_workers: {cfg.num_workers!r} must be an integer >= 0, or null (as many as the CPUs)")
         return cfg
 
 
 class AugmentedDataset(Dataset):
-    """Indexable by (index, seed): the image of ``source[index]`` transformed with a generator seeded by ``seed``."""
+    """Indexable by (index, seed): the image of ``source[index]`` transformed with a generator seeded by
+    ``seed`` (decoded no larger than the transform needs); an undecodable image gives its :class:`DecodeFailure`."""
 
     def __init__(self, source, transform) -> None:
         self.source, self.transform = source, transform
@@ -71,10 +81,58 @@ class AugmentedDataset(Dataset):
     def __len__(self) -> int:
         return len(self.source)
 
-    def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor | DecodeFailure, int]:
         index, seed = item
-        img, label = self.source[index]
+        img, label = self.source.load(index, self.transform.min_short_side)
+        if isinstance(img, DecodeFailure):
+            return img, label
         return self.transform(img, torch.Generator().manual_seed(seed)), label
+
+
+def collate(samples: list[tuple[torch.Tensor | DecodeFailure, int]]) -> tuple[torch.Tensor, torch.Tensor] | DecodeFailure:
+    """Stack a batch, or pass on the first image that failed to decode."""
+    for img, _ in samples:
+        if isinstance(img, DecodeFailure):
+            return img
+    return torch.stack([img for img, _ in samples]), torch.tensor([label for _, label in samples], dtype=torch.long)
+
+
+class Loader:
+    """A DataLoader whose decode failures are raised in the main process, as one-line :class:`DataError`."""
+
+    def __init__(self, loader: DataLoader) -> None:
+        self.loader = loader
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for batch in self.loader:
+            if isinstance(batch, DecodeFailure):
+                raise batch.error()
+            yield batch
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+class IndexBatchSampler(Sampler):
+    """Fixed batches over a given list of indices (evaluation: no shuffling, every image once)."""
+
+    def __init__(self, indices: Sequence[int], batch_size: int, seed: int) -> None:
+        self.indices, self.bs, self.seed = list(indices), batch_size, seed
+
+    def __len__(self) -> int:
+        return -(-len(self.indices) // self.bs)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        for b in range(0, len(self.indices), self.bs):
+            yield [(i, _sample_seed(self.seed, 0, i)) for i in self.indices[b : b + self.bs]]
 
 
 def _sample_seed(seed: int, epoch: int, index: int) -> int:
@@ -129,25 +187,56 @@ class Data:
         else:
             splits = imagefolder_splits(cfg.root, cfg.calib_size, cfg.seed)
             self.num_classes = len(splits["train"].classes)
+        if cfg.holdout:
+            splits = self._hold_out(splits, cfg.holdout, cfg.seed)
         self.splits = splits
         self.train_tf = TrainTransform(cfg.image_size, cfg.mean, cfg.std, cfg.train_scale, cfg.train_ratio, cfg.hflip)
         self.eval_tf = EvalTransform(cfg.image_size, cfg.mean, cfg.std, cfg.crop_pct)
 
-    def _loader(self, split: str, batch_sampler: EpochBatchSampler, train: bool) -> DataLoader:
+    @staticmethod
+    def _hold_out(splits: dict[str, Any], n: int, seed: int) -> dict[str, Any]:
+        train = splits["train"]
+        if n > len(train) // 2:
+            raise DataError(f"data.holdout: {n} exceeds half of the {len(train)} training images "
+                            "(the search's held-out split must leave most of them to training)")
+        held = set(balanced_subset(train.targets(), n, seed + 1))
+        return {**splits, "holdout": train.subset(sorted(held)),
+                "train": train.subset([i for i in range(len(train)) if i not in held])}
+
+    @property
+    def search_split(self) -> str:
+        """The split a search scores: the held-out training images if any, else val."""
+        return "holdout" if "holdout" in self.splits else "val"
+
+    def workers(self) -> int:
+        """``data.num_workers``, or (null) as many as the CPUs for decoded images and none for in-memory ones."""
+        if self.cfg.num_workers is not None:
+            return self.cfg.num_workers
+        return available_cpus() if isinstance(self.splits["train"], FolderSource) else 0
+
+    def _loader(self, split: str, batch_sampler: Sampler, train: bool, pin_memory: bool = False) -> Loader:
         ds = AugmentedDataset(self.splits[split], self.train_tf if train else self.eval_tf)
-        return DataLoader(ds, batch_sampler=batch_sampler, num_workers=self.cfg.num_workers)
+        return Loader(DataLoader(ds, batch_sampler=batch_sampler, num_workers=self.workers(), collate_fn=collate,
+                                 pin_memory=pin_memory))
 
     def train_sampler(self, batch_size: int, epoch: int, rank: int = 0, world: int = 1, start_batch: int = 0) -> EpochBatchSampler:
         return EpochBatchSampler(len(self.splits["train"]), batch_size, self.cfg.seed, epoch, True, rank, world, start_batch)
 
-    def train_loader(self, batch_size: int, epoch: int, rank: int = 0, world: int = 1, start_batch: int = 0) -> DataLoader:
-        return self._loader("train", self.train_sampler(batch_size, epoch, rank, world, start_batch), True)
+    def train_loader(self, batch_size: int, epoch: int, rank: int = 0, world: int = 1, start_batch: int = 0,
+                     pin_memory: bool = False) -> Loader:
+        return self._loader("train", self.train_sampler(batch_size, epoch, rank, world, start_batch), True, pin_memory)
 
-    def eval_loader(self, split: str, batch_size: int, limit: Optional[int] = None) -> DataLoader:
-        """Deterministic loader over ``split`` ('val' or 'calib'), optionally only its first ``limit`` images."""
-        n = len(self.splits[split]) if limit is None else min(limit, len(self.splits[split]))
-        sampler = EpochBatchSampler(n, batch_size, self.cfg.seed, 0, shuffle=False, drop_last=False)
-        return self._loader(split, sampler, False)
+    def eval_loader(self, split: str, batch_size: int, limit: Optional[int] = None, indices: Optional[Sequence[int]] = None,
+                    pin_memory: bool = False) -> Loader:
+        """Deterministic loader over ``split`` ('val', 'calib' or 'holdout'): the images ``indices`` in that
+        order, else the first ``limit`` (default: all) in split order."""
+        if indices is None:
+            indices = range(len(self.splits[split]) if limit is None else min(limit, len(self.splits[split])))
+        return self._loader(split, IndexBatchSampler(indices, batch_size, self.cfg.seed), False, pin_memory)
+
+    def labels(self, split: str) -> list[int]:
+        """The labels of ``split`` in split order (no image decoded)."""
+        return self.splits[split].targets()
 
 
 def build_data(cfg: Mapping[str, Any] | DataConfig) -> Data:
@@ -155,4 +244,4 @@ def build_data(cfg: Mapping[str, Any] | DataConfig) -> Data:
     return Data(cfg if isinstance(cfg, DataConfig) else DataConfig.from_dict(cfg))
 
 
-__all__ = ["Data", "DataConfig", "DataError", "build_data", "EpochBatchSampler"]
+__all__ = ["Data", "DataConfig", "DataError", "build_data", "EpochBatchSampler", "balanced_subset"]

@@ -1,11 +1,16 @@
 """Image sources: scikit-learn's bundled digits (the embedded default), CIFAR-10 python batches, and
-ImageNet-style image folders. Each yields float (C, H, W) images in [0, 1] and integer labels."""
+ImageNet-style image folders. In-memory sources yield float (C, H, W) images in [0, 1]; an image folder
+yields uint8 (C, H, W) images as decoded (the transforms convert to float after cropping), optionally
+decoded at a reduced JPEG scale (Pillow's ``draft``) when the transform will only shrink them.
+Every source gives its labels without decoding an image (``targets``)."""
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
 import pickle
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -30,6 +35,13 @@ class TensorSource:
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         return self.images[i].float() / self.scale, int(self.labels[i])
+
+    def load(self, i: int, min_short_side: Optional[int] = None) -> tuple[torch.Tensor, int]:
+        """Image ``i`` and its label (in memory: ``min_short_side`` does not apply)."""
+        return self[i]
+
+    def targets(self) -> list[int]:
+        return self.labels.tolist()
 
     def subset(self, idx: Sequence[int]) -> "TensorSource":
         idx_t = torch.as_tensor(idx, dtype=torch.long)
@@ -88,8 +100,37 @@ def cifar10_splits(root: str | os.PathLike, calib: int = 2000) -> dict[str, Tens
     }
 
 
+@dataclasses.dataclass(frozen=True)
+class DecodeFailure:
+    """An image that could not be decoded: returned by a loader worker instead of raised, so the main
+    process reports it in one line (a worker's exception arrives wrapped in its traceback)."""
+
+    path: str
+    reason: str
+
+    def error(self) -> "DataError":
+        return DataError(f"{self.path}: cannot be decoded as an image ({self.reason})")
+
+
+def decode_image(path: Path, min_short_side: Optional[int] = None) -> torch.Tensor:
+    """uint8 (3, H, W) RGB pixels of an image file. With ``min_short_side``, a JPEG is decoded at the
+    smallest DCT scale (1/2, 1/4, 1/8) whose shorter side is still >= ``min_short_side`` (Pillow's
+    ``draft``: a reduced decode, several times cheaper; the pixels differ slightly from a full decode
+    then resized, see tests/test_data.py)."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        if min_short_side and im.format == "JPEG":
+            w, h = im.size
+            f = min_short_side / min(w, h)
+            if f < 1:
+                im.draft("RGB", (math.ceil(w * f), math.ceil(h * f)))
+        arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1)
+
+
 class FolderSource:
-    """root/<class>/<image> files, decoded with Pillow (installed with matplotlib) on access."""
+    """root/<class>/<image> files, decoded with Pillow on access (uint8)."""
 
     def __init__(self, files: list[tuple[Path, int]], classes: list[str]) -> None:
         self.files, self.classes = files, classes
@@ -97,27 +138,44 @@ class FolderSource:
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        from PIL import Image
-
+    def load(self, i: int, min_short_side: Optional[int] = None) -> tuple[torch.Tensor | DecodeFailure, int]:
+        """Image ``i`` (uint8, or a :class:`DecodeFailure`) and its label."""
         path, label = self.files[i]
         try:
-            with Image.open(path) as im:
-                arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
+            return decode_image(path, min_short_side), label
         except Exception as exc:
-            raise DataError(f"{path}: cannot be decoded as an image ({type(exc).__name__})") from None
-        return torch.from_numpy(arr.copy()).permute(2, 0, 1).float() / 255.0, label
+            return DecodeFailure(str(path), type(exc).__name__), label
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        img, label = self.load(i)
+        if isinstance(img, DecodeFailure):
+            raise img.error()
+        return img, label
+
+    def targets(self) -> list[int]:
+        return [label for _, label in self.files]
 
     def subset(self, idx: Sequence[int]) -> "FolderSource":
         return FolderSource([self.files[i] for i in idx], self.classes)
 
 
-def _scan(split_dir: Path, classes: list[str]) -> list[tuple[Path, int]]:
+def _scan(split_dir: Path, classes: list[str], required: bool) -> list[tuple[Path, int]]:
+    """(file, label) of every image under split_dir/<class>/; with ``required``, every class directory
+    must exist and hold an image."""
     files = []
     for label, name in enumerate(classes):
         cdir = split_dir / name
-        if cdir.is_dir():
-            files += [(p, label) for p in sorted(cdir.iterdir()) if p.suffix.lower() in IMAGE_EXTENSIONS]
+        if not cdir.is_dir():
+            if required:
+                raise DataError(f"{cdir}: missing class directory (every class of train/ needs one)")
+            continue
+        try:
+            found = [(p, label) for p in sorted(cdir.iterdir()) if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()]
+        except OSError as exc:
+            raise DataError(f"{cdir}: cannot be listed ({exc.strerror or type(exc).__name__})") from None
+        if not found:
+            raise DataError(f"{cdir}: empty class directory (no file with extension {', '.join(IMAGE_EXTENSIONS)})")
+        files += found
     return files
 
 
@@ -135,8 +193,8 @@ def imagefolder_splits(root: str | os.PathLike, calib: int = 2000, seed: int = 0
     unknown = sorted(p.name for p in val_dir.iterdir() if p.is_dir() and p.name not in classes)
     if unknown:
         raise DataError(f"{val_dir}: classes not in train/: {', '.join(unknown[:5])}")
-    train = FolderSource(_scan(train_dir, classes), classes)
-    val = FolderSource(_scan(val_dir, classes), classes)
+    train = FolderSource(_scan(train_dir, classes, required=True), classes)
+    val = FolderSource(_scan(val_dir, classes, required=False), classes)
     if len(train) == 0 or len(val) == 0:
         raise DataError(f"{root}: no images with extensions {', '.join(IMAGE_EXTENSIONS)} in train/ or val/")
     calib = min(calib, len(train) // 10)

@@ -1,5 +1,7 @@
 """Image transforms written in torch (no torchvision): random resized crop, flip, normalize,
-resize + center crop. Each takes a float (C, H, W) tensor in [0, 1] and a torch.Generator."""
+resize + center crop. Each takes a (C, H, W) tensor - float in [0, 1], or uint8 as decoded, converted
+to float only after cropping - and a torch.Generator. ``min_short_side`` tells a source the smallest
+image the transform needs (None: full resolution; the random-resized crop at scale 0.08 needs it)."""
 from __future__ import annotations
 
 import dataclasses
@@ -8,6 +10,11 @@ from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
+
+
+def to_float(img: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels to float in [0, 1]; float images unchanged."""
+    return img.float().div_(255.0) if img.dtype == torch.uint8 else img
 
 
 def resize(img: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -39,7 +46,7 @@ def random_resized_crop(
         if 0 < cw <= w and 0 < ch <= h:
             top = int(torch.randint(0, h - ch + 1, (1,), generator=gen))
             left = int(torch.randint(0, w - cw + 1, (1,), generator=gen))
-            return resize(img[:, top : top + ch, left : left + cw], (size, size))
+            return resize(to_float(img[:, top : top + ch, left : left + cw]), (size, size))
     in_ratio = w / h
     if in_ratio < ratio[0]:
         cw, ch = w, int(round(w / ratio[0]))
@@ -48,7 +55,7 @@ def random_resized_crop(
     else:
         cw, ch = w, h
     top, left = (h - ch) // 2, (w - cw) // 2
-    return resize(img[:, top : top + ch, left : left + cw], (size, size))
+    return resize(to_float(img[:, top : top + ch, left : left + cw]), (size, size))
 
 
 def resize_center_crop(img: torch.Tensor, size: int, crop_pct: float = 1.0) -> torch.Tensor:
@@ -59,7 +66,7 @@ def resize_center_crop(img: torch.Tensor, size: int, crop_pct: float = 1.0) -> t
         nh, nw = short, max(short, int(round(w * short / h)))
     else:
         nw, nh = short, max(short, int(round(h * short / w)))
-    img = resize(img, (nh, nw))
+    img = resize(to_float(img), (nh, nw))
     top, left = (nh - size) // 2, (nw - size) // 2
     return img[:, top : top + size, left : left + size]
 
@@ -80,6 +87,7 @@ class TrainTransform:
     scale: tuple[float, float] = (0.08, 1.0)
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
     hflip: float = 0.5
+    min_short_side = None  # the crop may take 8 % of the area: decode at full resolution
 
     def __call__(self, img: torch.Tensor, gen: Optional[torch.Generator]) -> torch.Tensor:
         gen = gen or torch.Generator().manual_seed(0)
@@ -97,6 +105,11 @@ class EvalTransform:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     crop_pct: float = 0.875
+
+    @property
+    def min_short_side(self) -> int:
+        """The shorter side the resize brings every image to (a source may decode down to it)."""
+        return int(math.floor(self.size / self.crop_pct))
 
     def __call__(self, img: torch.Tensor, gen: Optional[torch.Generator] = None) -> torch.Tensor:
         return normalize(resize_center_crop(img, self.size, self.crop_pct), self.mean, self.std)

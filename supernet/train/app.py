@@ -21,6 +21,7 @@ import hydra
 from omegaconf import DictConfig
 
 from conf.schemas import TrainApp, check_config, register_schemas
+from supernet.compute import resolve_device
 from supernet.errors import report_user_errors, run_hydra_app
 from supernet.train.trainer import Trainer
 
@@ -30,6 +31,7 @@ register_schemas()
 def run_training(cfg: DictConfig) -> Path:
     """Train (or resume, or confirm complete) the run in ``cfg.run_dir``; returns the supernet file."""
     check_config(cfg, app=TrainApp)
+    resolve_device(str(cfg.compute_device))  # before any work (torchrun ranks resolve their own GPU again)
     return Trainer(cfg).run()
 
 

@@ -15,7 +15,7 @@ from supernet.io_utils import atomic_torch_save, safe_torch_load
 
 CHECKPOINT = "checkpoint.pt"
 # keys that may change between a run and its resumption
-RESUMABLE_CHANGES = ("train.checkpoint_every", "data.num_workers", "train.threads", "train.progress")
+RESUMABLE_CHANGES = ("train.checkpoint_every", "data.num_workers", "train.threads", "train.progress", "compute_device")
 
 
 def flatten(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

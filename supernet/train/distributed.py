@@ -7,6 +7,8 @@ import os
 import torch
 import torch.distributed as dist
 
+from supernet.compute import resolve_device
+
 
 @dataclasses.dataclass(frozen=True)
 class DistInfo:
@@ -24,17 +26,17 @@ class DistInfo:
         return self.world > 1
 
 
-def init_distributed() -> DistInfo:
-    """Join the process group if launched by torchrun (WORLD_SIZE > 1), else run single-process."""
+def init_distributed(compute_device: str = "auto") -> DistInfo:
+    """Join the process group if launched by torchrun (WORLD_SIZE > 1), else run single-process; each rank
+    computes on ``compute_device`` (auto / cuda: its own GPU, ``cuda:LOCAL_RANK``; NCCL there, gloo on CPUs)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    cuda = torch.cuda.is_available()
-    device = torch.device(f"cuda:{local}") if cuda else torch.device("cpu")
-    if cuda:
+    device = resolve_device(compute_device, local_rank=local if world > 1 else None)
+    if device.type == "cuda":
         torch.cuda.set_device(device)
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if cuda else "gloo")
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return DistInfo(rank, world, local, device)
 
 

@@ -54,21 +54,22 @@ class Precision:
         return torch.amp.GradScaler(self.device_type) if self.uses_scaler else None
 
 
-def resolve_precision(name: str, device: torch.device, native_bf16: Optional[bool] = None) -> Precision:
-    """Check ``name`` against the device; unsupported combinations are user errors naming the field.
+def resolve_precision(name: str, device: torch.device, native_bf16: Optional[bool] = None,
+                      key: str = "train.precision") -> Precision:
+    """Check ``name`` against the device; unsupported combinations are user errors naming the field ``key``.
 
     ``native_bf16`` overrides the CPU detection (default: :func:`cpu_has_native_bf16`)."""
     if name not in PRECISIONS:
-        raise UserError(f"train.precision: {name!r} is not one of {', '.join(PRECISIONS)}")
+        raise UserError(f"{key}: {name!r} is not one of {', '.join(PRECISIONS)}")
     if name == "fp32":
         return Precision(name, device.type, None)
     if device.type == "cuda":
         if name == "bf16" and not torch.cuda.is_bf16_supported():
-            raise UserError("train.precision: bf16 is not supported by this GPU; use fp16 or fp32")
+            raise UserError(f"{key}: bf16 is not supported by this GPU; use fp16 or fp32")
         return Precision(name, "cuda", _DTYPES[name])
     if name == "fp16":
-        raise UserError("train.precision: fp16 is for CUDA GPUs (this run is on the CPU); use bf16 or fp32")
+        raise UserError(f"{key}: fp16 is for CUDA GPUs (this run is on the CPU); use bf16 or fp32")
     if not (cpu_has_native_bf16() if native_bf16 is None else native_bf16):
-        raise UserError("train.precision: bf16 needs a CPU with native bfloat16 (AVX512-BF16 or AMX); "
+        raise UserError(f"{key}: bf16 needs a CPU with native bfloat16 (AVX512-BF16 or AMX); "
                         "this CPU has neither (emulation would be slower than fp32); use fp32")
     return Precision(name, "cpu", torch.bfloat16)

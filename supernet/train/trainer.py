@@ -75,7 +75,7 @@ class Trainer:
         self.flat.pop("run_dir", None)
         self.data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
         self.space_cfg = OmegaConf.to_container(cfg.space, resolve=True)
-        self.info: DistInfo = init_distributed()
+        self.info: DistInfo = init_distributed(str(cfg.get("compute_device", "auto")))
         self.step = 0
 
     # ------------------------------------------------------------------ build
@@ -164,7 +164,7 @@ class Trainer:
     def train_step(self, x: torch.Tensor, y: torch.Tensor, epoch: int) -> list[float]:
         """One optimizer step on a batch (the sandwich rule's members, or the fine-tuned one); logs it."""
         t = self.t
-        x, y = x.to(self.info.device), y.to(self.info.device)
+        x, y = x.to(self.info.device, non_blocking=True), y.to(self.info.device, non_blocking=True)
         members = [self.fixed] if self.fixed is not None else sandwich_members(
             self.space, self.step, t.seed, t.num_random, **self.context)
         self.model.train()
@@ -259,7 +259,8 @@ class Trainer:
             started = time.time()
             while self.step < self.total:
                 epoch, first = divmod(self.step, self.steps_per_epoch)
-                for x, y in self.data.train_loader(self.t.batch_size, epoch, self.info.rank, self.info.world, first):
+                pin = self.info.device.type == "cuda"
+                for x, y in self.data.train_loader(self.t.batch_size, epoch, self.info.rank, self.info.world, first, pin):
                     losses = self.train_step(x, y, epoch)
                     bar.update(1)
                     bar.set_postfix(loss=f"{losses[0]:.3f}", epoch=epoch)
