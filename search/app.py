@@ -87,6 +87,14 @@ def build_proxy(cfg: DictConfig, supernet: Supernet, supernet_digest: str):
                                    batch_size=int(p.batch_size), memory_mb=float(p.memory_mb), precision=precision)
 
 
+def proxy_description(proxy) -> dict[str, Any]:
+    """What the proxy scored on: split, image counts and compute device (supernet proxies)."""
+    if not isinstance(proxy, SupernetProxy):
+        return {}
+    return {"split": proxy.val.split, "images": len(proxy.val.labels), "calib_images": len(proxy.calib.labels),
+            "batch_size": proxy.val.batch_size, "device": str(proxy.device), "precision": proxy.precision.name}
+
+
 def _settings(cfg: DictConfig, budget: Budget, space_hash: str, supernet_digest: str, lut: LatencyLUT) -> dict[str, Any]:
     """What must not change between a study and its continuation."""
     s = OmegaConf.to_container(cfg.search, resolve=True)
@@ -186,6 +194,7 @@ def run_search(cfg: DictConfig) -> dict[str, Any]:
                                                      "params", "macs", "mes", "feasible")} if best else None,
         "path": path_out,
         "presets": presets, "proxy_config": OmegaConf.to_container(cfg.proxy, resolve=True),
+        "proxy_data": proxy_description(proxy),
         "config": OmegaConf.to_container(cfg, resolve=True),
         "seconds": round(time.time() - started, 1),
     }

@@ -70,3 +70,26 @@ def kill_when(proc: subprocess.Popen, ready: Callable[[], bool], timeout: float 
         time.sleep(poll)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+
+
+def write_image_folder(root: Path, classes: int = 3, train: int = 20, val: int = 6, size: tuple[int, int] = (300, 240),
+                       seed: int = 0, val_size: tuple[int, int] | None = None) -> Path:
+    """An ImageNet-layout folder of real JPEG files (root/{train,val}/<class>/*.JPEG): each class a colour
+    and stripe orientation, with noise, so a network can learn it; sizes vary around ``size``."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", train), ("val", val)):
+        base = val_size if split == "val" and val_size else size
+        for c in range(classes):
+            d = root / split / f"n{c:08d}"
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                w, h = base[0] + int(rng.integers(-40, 41)), base[1] + int(rng.integers(-40, 41))
+                yy, xx = np.mgrid[0:h, 0:w]
+                stripes = np.sin((xx if c % 2 else yy) * (0.05 + 0.03 * c))[..., None]
+                colour = np.array([(c * 80) % 256, (c * 150 + 60) % 256, (255 - c * 60) % 256], dtype=float)
+                img = colour * (0.6 + 0.4 * stripes) + rng.normal(0, 25, (h, w, 3))
+                Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(d / f"img_{i:04d}.JPEG", quality=90)
+    return root

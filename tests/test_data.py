@@ -128,3 +128,44 @@ def test_data_errors(cfg, message):
     with pytest.raises(DataError) as err:
         build_data(cfg)
     assert message in str(err.value)
+
+
+def test_imagefolder_224_decoding_holdout_and_bad_folders(tmp_path):
+    """uint8 decode, JPEG draft for the evaluation resize (what it changes, bounded), the held-out search
+    split, and one-line errors for an undecodable file in a worker, an empty class and a missing class."""
+    import torch
+
+    from helpers import write_image_folder
+    from supernet.data.sources import decode_image
+
+    root = write_image_folder(tmp_path / "imgs", classes=3, train=34, val=3, size=(64, 48), val_size=(640, 500))
+    cfg = {"name": "imagefolder", "root": str(root), "image_size": 224, "calib_size": 10, "holdout": 6, "num_workers": 2}
+    data = build_data(cfg)
+    assert {k: len(v) for k, v in data.splits.items()} == {"train": 86, "calib": 10, "holdout": 6, "val": 9}
+    held = {p for p, _ in data.splits["holdout"].files}
+    assert not held & {p for p, _ in data.splits["train"].files} and data.search_split == "holdout"
+    assert sorted(data.labels("holdout")) == [0, 0, 1, 1, 2, 2]  # class-balanced
+    with pytest.raises(DataError, match=r"^data.holdout: 60 exceeds half of the 92 training images"):
+        build_data({**cfg, "holdout": 60})
+    path = data.splits["val"].files[0][0]
+    full, drafted = decode_image(path), decode_image(path, data.eval_tf.min_short_side)
+    assert full.dtype == torch.uint8 and drafted.shape[1] < full.shape[1] and min(drafted.shape[1:]) >= 235
+    a, b = data.eval_tf(full), data.eval_tf(drafted)
+    diff = ((a - b) * torch.tensor(data.cfg.std).view(3, 1, 1) * 255).abs()  # in 0-255 pixel units
+    assert a.shape == b.shape == (3, 224, 224) and diff.mean() < 3 and diff.max() < 80
+    x, y = next(iter(data.eval_loader("val", 4)))  # through two worker processes
+    assert x.shape == (4, 3, 224, 224) and x.dtype == torch.float32
+    path.write_bytes(b"\xff\xd8 not a jpeg")
+    with pytest.raises(DataError, match=rf"^{path}: cannot be decoded as an image \(\w+\)$"):  # one line, in the main process
+        for _ in build_data(cfg).eval_loader("val", 4):
+            pass
+    empty = root / "train" / "n00000001"
+    for f in empty.iterdir():
+        f.unlink()
+    with pytest.raises(DataError, match=rf"^{empty}: empty class directory"):
+        build_data(cfg)
+    empty.rmdir()
+    (root / "train" / "extra").mkdir()
+    (root / "train" / "extra" / "a.jpg").write_bytes((root / "train" / "n00000000" / "img_0001.JPEG").read_bytes())
+    with pytest.raises(DataError, match=r"classes not in train/|missing class directory"):
+        build_data(cfg)

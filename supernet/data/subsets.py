@@ -21,17 +21,17 @@ def balanced_subset(labels: Sequence[int], n: int, seed: int) -> list[int]:
     if n >= len(y):
         return rng.permutation(len(y)).tolist()
     by_class = [rng.permutation(np.flatnonzero(y == c)) for c in np.unique(y)]
+    sizes = np.array([len(idx) for idx in by_class])
     quota = np.zeros(len(by_class), dtype=np.int64)
-    left = n
-    open_classes = [i for i, idx in enumerate(by_class) if len(idx)]
-    while left > 0 and open_classes:  # water-filling: equal shares, capped by each class's size
-        share, extra = divmod(left, len(open_classes))
-        lucky = set(rng.choice(open_classes, size=extra, replace=False).tolist()) if extra else set()
-        for i in open_classes:
-            want = share + (1 if i in lucky else 0)
-            take = min(want, len(by_class[i]) - int(quota[i]))
-            quota[i] += take
-            left -= take
-        open_classes = [i for i in open_classes if quota[i] < len(by_class[i])]
+    left, order = n, np.argsort(sizes, kind="stable")
+    for pos, i in enumerate(order):  # water-filling: classes smaller than the equal share give all they have
+        if sizes[i] > left // (len(order) - pos):
+            rest = order[pos:]
+            base, extra = divmod(left, len(rest))
+            quota[rest] = base
+            quota[rng.choice(rest, size=extra, replace=False)] += 1  # each of these holds more than base
+            break
+        quota[i] = sizes[i]
+        left -= sizes[i]
     chosen = np.concatenate([idx[:q] for idx, q in zip(by_class, quota)])
     return rng.permutation(chosen).tolist()

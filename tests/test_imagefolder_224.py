@@ -1,0 +1,49 @@
+"""The pipeline's stages in order on a 224-px ImageFolder of real JPEG files: train -> slimming search ->
+export -> fine-tune -> ONNX, with the tiny space (each stage writes what the embedded run writes)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+import onnx
+import pytest
+
+from helpers import write_image_folder
+
+
+def run(*cmd: str, cwd) -> str:
+    res = subprocess.run(list(cmd), capture_output=True, text=True, cwd=cwd)
+    assert res.returncode == 0, f"{' '.join(cmd)}\n{res.stdout[-1500:]}\n{res.stderr[-3000:]}"
+    return res.stdout
+
+
+@pytest.mark.slow
+def test_imagefolder_224_end_to_end(tmp_path):
+    started = time.time()
+    root = write_image_folder(tmp_path / "imgs", classes=3, train=40, val=8)
+    data = ["space=tiny", "data=imagefolder", f"data.root={root}", "data.calib_size=10", "data.holdout=15"]
+    run("eformer-train", *data, "train.epochs=1", "train.batch_size=16", "train.eval_batch_size=16",
+        "train.eval_presets=[]", "train.progress=false", "run_dir=sn", cwd=tmp_path)
+    for f in ("supernet.pt", "final.json", "metrics.csv", "train_log.jsonl", "checkpoint.pt"):
+        assert (tmp_path / "sn" / f).is_file(), f
+    run("eformer-lut", "build", "space=tiny", "lut=quick", "lut.progress=false", "out=lut.parquet", cwd=tmp_path)
+    out = run("eformer-search", "supernet=sn", "lut_file=lut.parquet", "budget=none", "budget.latency_ms=3.2",
+              "mes.units.latency_ms=1", "proxy.cache=cache.jsonl", "proxy.batch_size=16", "progress=false",
+              "run_dir=search", cwd=tmp_path)
+    assert "eformer-search: best (trial" in out
+    record = json.loads((tmp_path / "search" / "search.json").read_text())
+    # the search scored the 15 held-out training images (class-balanced), never val/ or what it trained on
+    assert record["proxy_data"]["split"] == "holdout" and record["proxy_data"]["images"] == 15
+    assert record["context"]["image_size"] == 224 and record["context"]["num_classes"] == 3
+    run("eformer-export", "arch", "--run", "search", "--best", cwd=tmp_path)
+    exp = tmp_path / "search" / "export"
+    for f in ("best.yaml", "best.pt", "best.onnx", "trials.csv", "pareto.png", "export.json"):
+        assert (exp / f).exists(), f
+    run("eformer-train", *data, "train.epochs=1", "train.batch_size=16", "train.eval_batch_size=16", "train.progress=false",
+        f"finetune.arch={exp / 'best.yaml'}", f"finetune.weights={exp / 'best.pt'}", "run_dir=ft", cwd=tmp_path)
+    assert (tmp_path / "ft" / "model.pt").is_file()
+    out = run("eformer-export", "onnx", "--weights", "ft/model.pt", "--out", "found.onnx", cwd=tmp_path)
+    assert "input 1x3x224x224" in out
+    onnx.checker.check_model(str(tmp_path / "found.onnx"))
+    assert time.time() - started < 180  # about 80 s on a 2-core AMD EPYC VM

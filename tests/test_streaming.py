@@ -1,0 +1,106 @@
+"""The streamed proxy: pooled BN statistics, a memory budget that changes nothing but speed, balanced subsets,
+the embedded default scored as before, and the compute-device setting."""
+from __future__ import annotations
+
+import collections
+import random
+
+import pytest
+import torch
+
+from helpers import randomize_stats
+from search.proxy import SupernetProxy, score_logits
+from supernet.bn_calibration import recalibrate_bn
+from supernet.compute import resolve_device
+from supernet.data import balanced_subset, build_data
+from supernet.elastic import Supernet
+from supernet.errors import UserError
+from supernet.layers import BatchNorm
+
+CTX = {"image_size": 32, "num_classes": 10, "distillation": False}
+
+
+def test_pooled_statistics_are_those_of_all_images():
+    bn = BatchNorm(3)
+    g = torch.Generator().manual_seed(0)
+    batches = [torch.randn(n, 3, 4, 4, generator=g) * s + m for n, s, m in ((7, 1.0, 0.0), (20, 3.0, 2.0), (1, 0.5, -4.0))]
+    recalibrate_bn(bn, batches)
+    every = torch.cat(batches).transpose(0, 1).reshape(3, -1).double()
+    assert torch.allclose(bn.running_mean.double(), every.mean(1), atol=1e-6)
+    assert torch.allclose(bn.running_var.double(), every.var(1), rtol=1e-5)  # unbiased, over all images
+    averaged = torch.stack([b.transpose(0, 1).reshape(3, -1).var(1) for b in batches]).mean(0)
+    assert not torch.allclose(bn.running_var, averaged, rtol=0.1)  # what averaging per-batch variances gives
+    assert bn.training  # its mode is restored
+
+
+def test_balanced_subset_takes_every_class_in_a_seeded_mixed_order():
+    labels = [c for c in range(5) for _ in range(40)] + [5] * 3  # class-sorted, one small class
+    pick = balanced_subset(labels, 53, seed=1)
+    counts = collections.Counter(labels[i] for i in pick)
+    assert len(set(pick)) == 53 and counts[5] == 3 and sorted(counts[c] for c in range(5)) == [10, 10, 10, 10, 10]
+    assert pick == balanced_subset(labels, 53, seed=1) and pick != balanced_subset(labels, 53, seed=2)
+    assert [labels[i] for i in pick[:10]] != sorted(labels[i] for i in pick[:10])  # not in class order
+
+
+def _net(space: str = "tiny", seed: int = 0) -> Supernet:
+    torch.manual_seed(seed)
+    return randomize_stats(Supernet(space, **CTX))
+
+
+def test_memory_budget_changes_nothing_but_what_is_kept():
+    """One proxy keeps everything, the other one batch of images: reference, incremental and full
+    evaluations give identical scores, and the small one never holds more than its budget."""
+    data = build_data({"name": "digits", "calib_size": 90})
+    net = _net()
+    kw = {"batch_size": 40, "calib_images": 80, "val_images": 200}
+    big = SupernetProxy.from_data(net, data, memory_mb=512, **kw)
+    small = SupernetProxy.from_data(net, data, memory_mb=40 * 3 * 32 * 32 * 4 / 2**20, **kw)
+    rng = random.Random(3)
+    ref = net.space.sample(rng, **CTX)
+    archs = [ref] + [ref.replace(stages=ref.stages[:k] + net.space.sample(rng, **CTX).stages[k:]) for k in (1, 2, 3, 3, 0)]
+    archs = [a for a in archs if net.space.contains(a)]
+    assert len(archs) >= 4
+    for proxy in (big, small):
+        proxy.reference(ref)
+    for arch in archs[1:]:
+        a, b = big(arch), small(arch)
+        assert a == b, arch.summary()
+    assert small.store.used <= small.store.budget and big.store.used > small.store.budget
+    assert len(big.val.labels) == 200 and sorted(collections.Counter(big.val.labels.tolist()).values())[0] >= 19
+
+
+def test_memory_budget_below_one_batch_is_refused():
+    data = build_data({"name": "digits", "calib_size": 90})
+    with pytest.raises(UserError, match=r"^proxy\.memory_mb: 0\.1 MB cannot hold one batch of 500 images"):
+        SupernetProxy.from_data(_net(), data, memory_mb=0.1)
+
+
+@pytest.mark.slow
+def test_embedded_default_scores_as_one_pass_over_whole_splits():
+    """Fashion-MNIST, whole splits, default settings: the streamed proxy equals one calibration batch of
+    the whole calib split and one forward of the whole val split (the proxy before streaming)."""
+    data = build_data({"name": "fashion", "calib_size": 500})
+    net = _net("efficientformerv2")
+    proxy = SupernetProxy.from_data(net, data)
+    calib = torch.cat([x for x, _ in data.eval_loader("calib", 500)]).contiguous(memory_format=torch.channels_last)
+    val = list(data.eval_loader("val", 2500))
+    vx, vy = val[0][0].contiguous(memory_format=torch.channels_last), val[0][1]
+    rng = random.Random(0)
+    for arch in (net.smallest(), net.space.sample(rng, **CTX)):
+        got = proxy(arch)
+        net.set_active(arch)
+        recalibrate_bn(net, [calib])
+        with torch.no_grad():
+            want = score_logits(net.eval()(vx), vy)
+        assert got["top1"] == want["top1"], arch.summary()
+        assert abs(got["loss"] - want["loss"]) < 1e-5
+
+
+def test_compute_device_setting():
+    assert resolve_device("cpu") == torch.device("cpu") and resolve_device(" auto ").type in ("cpu", "cuda")
+    for bad in ("gpu", "cpu:1", "cuda:x", ""):
+        with pytest.raises(UserError, match="compute_device: .* is not one of auto, cpu, cuda or cuda:N"):
+            resolve_device(bad)
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match=r"^compute_device: 'cuda:0' needs a CUDA GPU, and this machine has none"):
+            resolve_device("cuda:0")
