@@ -31,6 +31,7 @@ from torch import nn
 
 from latency_lut.timing import Protocol, Stats, flusher, measure_samplers, time_once, time_touched
 from supernet.errors import UserError
+from supernet.io_utils import read_user_text
 from supernet.onnx_export import DEFAULT_OPSET
 
 # pieces and validation networks: TorchScript first (5-10x faster to export, the same graph after onnxruntime's
@@ -199,15 +200,7 @@ def command_template(command: Optional[str], command_file: Optional[str]) -> str
     where = "device.command"
     if command_file:
         where = f"device.command_file {command_file}"
-        path = Path(command_file)
-        if not path.is_file():
-            raise DeviceError(f"{where}: file not found")
-        if path.stat().st_size > MAX_COMMAND_FILE:
-            raise DeviceError(f"{where}: larger than {MAX_COMMAND_FILE // 1024} KiB; expected a one-line command template")
-        try:
-            command = path.read_text(encoding="utf-8").strip()
-        except UnicodeDecodeError:
-            raise DeviceError(f"{where}: not UTF-8 text; expected a command template") from None
+        command = read_user_text(command_file, DeviceError, "device.command_file (command template)", MAX_COMMAND_FILE).strip()
     assert command is not None
     try:
         names = [field for _, field, _, _ in string.Formatter().parse(command) if field is not None]

@@ -26,6 +26,7 @@ from latency_lut.lut import LUT_FORMAT, STATISTICS, LatencyLUT, LUTError
 from latency_lut.machine import machine_summary
 from latency_lut.timing import Protocol, Stats
 from supernet.arch import stage_resolution
+from supernet.io_utils import LockBusy, file_lock
 from supernet.model import build_piece
 from supernet.signatures import BlockSignature, block_signature, embedding_signatures, head_signature, stem_signature
 from supernet.space import SearchSpace
@@ -113,8 +114,6 @@ def build_lut(
 def exclusive_writer(out: Path) -> Iterator[None]:
     """Hold ``.<out name>.lock`` beside ``out`` (an advisory lock the OS drops when the holder dies, even by SIGKILL) while building
     ``out``: a second build of the same file is refused at once instead of interleaving writes with the first."""
-    import fcntl
-
     lock = out.with_name(f".{out.name}.lock")
     if out.is_dir():
         raise LUTError(f"out: {out} is a directory; give a .parquet file path")
@@ -123,19 +122,16 @@ def exclusive_writer(out: Path) -> Iterator[None]:
             raise LUTError(f"out: {parent} is a file, so {out} cannot be written")
     try:
         lock.parent.mkdir(parents=True, exist_ok=True)
-        fh = open(lock, "a")
+        held = file_lock(lock, blocking=False)
+        held.__enter__()
+    except LockBusy:
+        raise LUTError(f"{out}: another eformer-lut build is writing this file; wait for it (a rerun then "
+                       "resumes where it stopped) or give another out=...") from None
     except OSError as exc:
         raise LUTError(f"out: cannot write beside {out} ({exc.strerror})") from None
-    with fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise LUTError(f"{out}: another eformer-lut build is writing this file; wait for it (a rerun then "
-                           "resumes where it stopped) or give another out=...") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    with contextlib.ExitStack() as stack:
+        stack.push(held)
+        yield
 
 
 def _entry(st: Stats, anchor_ms: float) -> dict[str, float]:

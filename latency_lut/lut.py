@@ -21,7 +21,7 @@ import pandas as pd
 from latency_lut.calibration import KIND_PREFIX, from_stored, weighted
 from supernet.arch import ArchConfig
 from supernet.errors import UserError
-from supernet.io_utils import atomic_write
+from supernet.io_utils import atomic_write, check_readable
 from supernet.signatures import KINDS, BlockSignature, arch_signatures, interned
 from supernet.space import SearchSpace
 
@@ -226,8 +226,9 @@ class LatencyLUT:
         import pyarrow.parquet as pq
 
         p = Path(path)
-        if not p.is_file():
+        if not p.exists():
             raise LUTError(f"{p}: LUT file not found (build one with eformer-lut build)")
+        check_readable(p, LUTError, "LUT")
         try:
             table = pq.read_table(p)
             meta = json.loads((table.schema.metadata or {})[b"eformer_lut"])

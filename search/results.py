@@ -12,6 +12,7 @@ from optuna.trial import FrozenTrial, TrialState
 from search.storage import open_storage
 from supernet.arch import ArchConfig
 from supernet.errors import UserError
+from supernet.io_utils import read_user_bytes
 
 RUN_FILE = "search.json"
 RUN_FORMAT = "eformer-search/1"
@@ -24,10 +25,10 @@ RUN_FIELDS: dict[str, type] = {"strategy": str, "study_name": str, "storage": st
 def read_run(run_dir: str | Path) -> dict[str, Any]:
     """The run record written by eformer-search (``<run_dir>/search.json``), checked field by field."""
     path = Path(run_dir) / RUN_FILE
-    if not path.is_file():
+    if not path.exists():
         raise UserError(f"{path}: not found; --run must be an eformer-search run directory")
     try:
-        run = json.loads(path.read_text(encoding="utf-8"))
+        run = json.loads(read_user_bytes(path, UserError, "eformer-search run record"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: not valid JSON ({getattr(exc, 'msg', None) or exc.reason})") from None
     if not isinstance(run, dict):

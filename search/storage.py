@@ -13,10 +13,11 @@ is not left running, and a storage stall that froze everyone is not taken for a 
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import optuna
 from optuna.storages import BaseStorage, InMemoryStorage, JournalStorage, RDBStorage
@@ -24,38 +25,33 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from supernet.errors import UserError
+from supernet.io_utils import file_lock
 
 KINDS = ("sqlite", "journal", "url", "memory")
+URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 def storage_url(cfg: Mapping[str, Any], run_dir: Path) -> str:
     """The storage string recorded in search.json and printed: a SQLAlchemy URL, a journal file's absolute
     path (``optuna --storage`` and ``optuna-dashboard`` take both as they are), or ``memory:``."""
     kind = cfg.get("kind")
-    if kind == "sqlite":
-        return f"sqlite:///{(run_dir / cfg.get('file', 'study.db')).resolve()}"
-    if kind == "journal":
-        return str((run_dir / cfg.get('file', 'study.journal')).resolve())  # a file path: what optuna's CLI and dashboard take
+    if kind in ("sqlite", "journal"):
+        name = cfg.get("file") or ("study.db" if kind == "sqlite" else "study.journal")
+        if URL_SCHEME.match(str(name)) or not str(name).strip() or str(name).endswith("/"):
+            raise UserError(f"storage.file: {name!r} is not a file path (storage={kind} keeps the study in a file under "
+                            "run_dir; a server's URL goes in storage=url storage.url=...)")
+        path = (run_dir / str(name)).resolve()
+        # a journal is a file path: what optuna's CLI and dashboard take
+        return f"sqlite:///{path}" if kind == "sqlite" else str(path)
     if kind == "url":
-        if not cfg.get("url"):
-            raise UserError("storage.url: give a SQLAlchemy URL, e.g. storage.url=postgresql://user:pw@host/optuna")
-        return str(cfg["url"])
+        url = str(cfg.get("url") or "")
+        if not URL_SCHEME.match(url):
+            raise UserError(f"storage.url: {url!r} is not a SQLAlchemy URL (scheme://...), e.g. "
+                            "storage.url=postgresql+psycopg://user:pw@host/optuna")
+        return url
     if kind == "memory":
         return "memory:"
     raise UserError(f"storage.kind: {kind!r} is not one of {', '.join(KINDS)}")
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """An exclusive advisory lock on ``path`` (released when the holder exits, even by SIGKILL)."""
-    import fcntl
-
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def journal_path(url: str) -> Optional[Path]:
@@ -89,9 +85,9 @@ def open_storage(url: str) -> BaseStorage:
             db = Path(url[len("sqlite:///"):])
             db.parent.mkdir(parents=True, exist_ok=True)
             # workers started together would race to create the schema ("table ... already exists"): one at a time
-            # (a database that exists with no lock beside it was made elsewhere: opened as it is)
+            # (a database that exists with no lock beside it is complete: opened as it is)
             lock = db.with_name(db.name + ".lock")
-            with _file_lock(lock) if lock.exists() or not db.exists() else contextlib.nullcontext():
+            with file_lock(lock) if lock.exists() or not db.exists() else contextlib.nullcontext():
                 return RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 120}})
         return RDBStorage(url)
     except Exception as exc:  # a damaged file, an unreachable host, a missing driver, a bad URL

@@ -185,11 +185,15 @@ class ArchConfig:
             arch = cls.from_dict(spec)
         elif str(spec).lower() in PRESETS:
             arch = cls.preset(str(spec))
-        elif not Path(spec).is_file():
-            raise ArchConfigError(
-                f"arch {str(spec)!r} is neither a preset ({', '.join(PRESETS)}) nor an existing YAML file"
-            )
         else:
+            try:
+                os.stat(spec)
+            except (FileNotFoundError, NotADirectoryError):
+                raise ArchConfigError(
+                    f"arch {str(spec)!r} is neither a preset ({', '.join(PRESETS)}) nor an existing YAML file"
+                ) from None
+            except OSError:
+                pass  # there but unreadable: the guarded read below names the problem
             arch = cls.from_yaml(spec)
         return arch.replace(**overrides) if overrides else arch
 

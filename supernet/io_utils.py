@@ -1,4 +1,10 @@
-"""Atomic file writes: a reader never sees a half-written file, a killed writer leaves none."""
+"""Guarded reads of a user's files and atomic writes of outputs.
+
+* :func:`check_readable` / :func:`read_user_bytes` / :func:`read_user_text`: the one way to open a file a user
+  named - missing, unreadable, a directory, too large or not UTF-8 each give one line naming the file.
+* :func:`atomic_write`: a reader never sees a half-written file, a killed or failed writer leaves none.
+* :func:`file_lock`: an exclusive advisory lock file, removed by its holder when it ends (success or failure).
+"""
 from __future__ import annotations
 
 import contextlib
@@ -6,9 +12,10 @@ import errno
 import functools
 import glob
 import os
+import stat
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 _WRITE_ERRNOS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
                  errno.EACCES: "permission denied", errno.EPERM: "operation not permitted",
@@ -36,8 +43,9 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
-    """Call ``write(tmp_path)`` then rename the temporary file onto ``path`` (same directory).
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None], check: Callable[[str], None] | None = None) -> Path:
+    """Call ``write(tmp_path)``, then ``check(tmp_path)`` if given, then rename the temporary file onto ``path``
+    (same directory). Whatever fails - the write or the check - nothing appears at ``path`` and no temporary is left.
 
     The temporary is ``.<name>.<pid>.<random>.tmp``: a killed writer leaves at most that (never a partial
     ``path``), and the next write to ``path`` removes it. A full disk, a read-only or forbidden location
@@ -52,6 +60,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent)
         os.close(fd)
         write(tmp)
+        if check is not None:
+            check(tmp)
         os.replace(tmp, target)
     except OSError as exc:
         if tmp is not None and os.path.exists(tmp):
@@ -65,6 +75,45 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
             os.unlink(tmp)
         raise
     return target
+
+
+class LockBusy(Exception):
+    """:func:`file_lock` with ``blocking=False`` found the lock held by another process."""
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike, blocking: bool = True) -> Iterator[None]:
+    """Hold an exclusive advisory lock on the file ``path`` (the OS drops it when the holder dies, even by
+    SIGKILL); ``blocking=False`` raises :class:`LockBusy` at once when another process holds it.
+
+    The holder removes the file when it is done, by success or failure, while still holding the lock; a process
+    that was waiting on the removed file notices (its inode is no longer the path's) and locks the new one, so
+    two holders never coexist and no lock file outlives the run that made it (a SIGKILLed holder's file stays,
+    unlocked, and the next holder removes it)."""
+    import fcntl
+
+    p = Path(path)
+    while True:
+        fh = open(p, "a")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            fh.close()
+            raise LockBusy(str(p)) from None
+        try:
+            current = os.fstat(fh.fileno()).st_ino == os.stat(p).st_ino
+        except FileNotFoundError:
+            current = False
+        if current:
+            break
+        fh.close()  # the previous holder removed it between our open and our lock: lock the new file
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            p.unlink()
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        fh.close()
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
@@ -84,15 +133,51 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     return atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
+def check_readable(path: str | os.PathLike, error: type[Exception], what: str, max_bytes: int | None = None) -> Path:
+    """``path`` as a readable regular file of at most ``max_bytes``, else ``error`` naming the file and the problem."""
+    p = Path(path)
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        raise error(f"{p}: {what} file not found") from None
+    except OSError as exc:
+        raise error(f"{p}: cannot be read ({(exc.strerror or type(exc).__name__).lower()})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise error(f"{p}: is a directory; expected a {what} file")
+    if not stat.S_ISREG(st.st_mode):
+        raise error(f"{p}: not a regular file; expected a {what} file")
+    if max_bytes is not None and st.st_size > max_bytes:
+        raise error(f"{p}: {st.st_size} bytes; a {what} file is at most {max_bytes} bytes")
+    if not os.access(p, os.R_OK):
+        raise error(f"{p}: cannot be read (permission denied)")
+    return p
+
+
+def read_user_bytes(path: str | os.PathLike, error: type[Exception], what: str, max_bytes: int | None = None) -> bytes:
+    """The bytes of a user's file, guarded by :func:`check_readable` (and against a failing read)."""
+    p = check_readable(path, error, what, max_bytes)
+    try:
+        return p.read_bytes()
+    except OSError as exc:
+        raise error(f"{p}: cannot be read ({(exc.strerror or type(exc).__name__).lower()})") from None
+
+
+def read_user_text(path: str | os.PathLike, error: type[Exception], what: str, max_bytes: int | None = None) -> str:
+    """The UTF-8 text of a user's file, guarded like :func:`read_user_bytes`."""
+    data = read_user_bytes(path, error, what, max_bytes)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise error(f"{Path(path)}: not UTF-8 text; expected a {what} file") from None
+
+
 def safe_torch_load(path: str | os.PathLike, error: type[Exception], what: str) -> Any:
     """Read a ``torch.save`` file without executing code (``weights_only=True``): tensors and plain
     containers only. A missing file, a non-PyTorch file or a pickle that needs code raises ``error``
     (one line naming the file and ``what`` was expected)."""
     import torch
 
-    p = Path(path)
-    if not p.is_file():
-        raise error(f"{p}: {what} file not found")
+    p = check_readable(path, error, what)
     try:
         return torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -130,13 +215,10 @@ def read_yaml_mapping(path: str | os.PathLike, error: type[Exception], what: str
     import yaml
 
     p = Path(path)
-    if not p.is_file():
-        raise error(f"{p}: {what} file not found")
-    if p.stat().st_size > MAX_YAML_BYTES:
-        raise error(f"{p}: {p.stat().st_size} bytes; a {what} file is at most {MAX_YAML_BYTES} bytes")
+    text = read_user_text(p, error, what, MAX_YAML_BYTES)
     try:
-        data = yaml.load(p.read_text(encoding="utf-8"), Loader=_data_loader())  # noqa: S506 - a SafeLoader subclass
-    except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as exc:  # malformed YAML
+        data = yaml.load(text, Loader=_data_loader())  # noqa: S506 - a SafeLoader subclass
+    except (yaml.YAMLError, RecursionError) as exc:  # malformed YAML
         raise error(f"{p}: not valid YAML ({exc.__class__.__name__}: {exc})".replace("\n", " ").splitlines()[0]) from None
     if not isinstance(data, dict):
         raise error(f"{p}: expected a mapping at the top level")

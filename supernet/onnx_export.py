@@ -5,7 +5,7 @@ import io
 import os
 import warnings
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -130,8 +130,10 @@ def export_onnx(
     dynamic_batch: bool = True,
     deploy: bool = True,
     exporter: str = "auto",
+    check: Optional[Callable[[Path], object]] = None,
 ) -> Path:
-    """Write ``model`` as ONNX to ``path`` atomically and check it with the ONNX checker."""
+    """Write ``model`` as ONNX to ``path`` atomically and check it with the ONNX checker, then with ``check``
+    (called on the written file before it takes the name ``path``: if it raises, nothing is left at ``path``)."""
     import onnx
 
     data = onnx_bytes(model, input_shape, opset, dynamic_batch, deploy, exporter)
@@ -141,7 +143,7 @@ def export_onnx(
         with open(tmp, "wb") as fh:
             fh.write(data)
 
-    return atomic_write(path, _write)
+    return atomic_write(path, _write, None if check is None else lambda tmp: check(Path(tmp)))
 
 
 def ort_session(
@@ -181,16 +183,18 @@ def ort_session(
 ONNX_TOLERANCE = 1e-4
 
 
-def check_onnx_parity(model: nn.Module, path: Path, threads: int = 2) -> float:
-    """Max |onnxruntime - PyTorch| on a random batch of two; raises if above ONNX_TOLERANCE."""
+def check_onnx_parity(model: nn.Module, path: Path, threads: int = 2, name: Optional[str | os.PathLike] = None) -> float:
+    """Max |onnxruntime - PyTorch| on a random batch of two; raises if above ONNX_TOLERANCE (messages name
+    ``name``, default ``path``)."""
     size = model.arch.image_size
     x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         ref = model(x).numpy()
+    shown = name or path
     if not np.isfinite(ref).all():
-        raise UserError(f"{path}: the PyTorch model's outputs are not finite (NaN/inf weights?); nothing to compare")
+        raise UserError(f"{shown}: the PyTorch model's outputs are not finite (NaN/inf weights?); nothing written")
     got = ort_session(path, threads=threads).run(None, {"input": x.numpy()})[0]
     err = float(abs(ref - got).max())
     if not err <= ONNX_TOLERANCE:  # also catches NaN
-        raise RuntimeError(f"{path}: onnxruntime differs from PyTorch by {err:.2e} (> {ONNX_TOLERANCE})")
+        raise RuntimeError(f"{shown}: onnxruntime differs from PyTorch by {err:.2e} (> {ONNX_TOLERANCE}); nothing written")
     return err

@@ -207,3 +207,84 @@ def test_damaged_run_directory_is_one_line(tmp_path, damage, message):
     assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr, res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
     assert sorted(p.name for p in run.iterdir()) == before and not (tmp_path / "x").exists()
+
+
+def _as_nobody(cmd: list[str]) -> list[str]:
+    """``cmd`` run as the unprivileged user nobody (root reads any file); skipped where that is impossible."""
+    import shutil
+
+    runner = shutil.which("setpriv")
+    if os.geteuid() != 0 or runner is None:
+        pytest.skip("needs root and setpriv to drop to another user")
+    return [runner, "--reuid=65534", "--regid=65534", "--clear-groups", *cmd]
+
+
+def test_user_files_are_read_through_one_guard(tmp_path):
+    from supernet.io_utils import read_user_text
+
+    d = tmp_path / "dir"
+    d.mkdir()
+    (tmp_path / "bin").write_bytes(b"\xff\xfe\x00bad")
+    (tmp_path / "big").write_text("x" * 100)
+    for path, message in ((tmp_path / "none", "arch file not found"), (d, "is a directory; expected a arch file"),
+                          (tmp_path / "bin", "not UTF-8 text"), (tmp_path / "big", "100 bytes; a arch file is at most 10")):
+        with pytest.raises(UserError, match=f"^{path}: {message}"):
+            read_user_text(path, UserError, "arch", max_bytes=10)
+
+
+@pytest.mark.slow
+def test_unreadable_arch_file_is_one_line_for_another_user(tmp_path):
+    arch = tmp_path / "a.yaml"
+    arch.write_text(ArchConfig.preset("s0").to_yaml())
+    arch.chmod(0o000)
+    tmp_path.chmod(0o755)
+    res = subprocess.run(_as_nobody(["eformer-lut", "predict", f"arch_file={arch}"]), capture_output=True, text=True,
+                         cwd=os.path.dirname(os.path.dirname(__file__)))
+    lines = [x for x in res.stderr.splitlines() if "onnxruntime" not in x]  # ORT may warn it cannot persist telemetry
+    assert res.returncode == 2 and lines == [f"eformer-lut: error: {arch}: cannot be read (permission denied)"]
+
+
+@pytest.mark.slow
+def test_failed_export_leaves_nothing_and_zero_is_not_unset(tmp_path):
+    weights = tmp_path / "nan.pt"
+    from supernet.model import build_model
+
+    model = build_model(ArchConfig.preset("s0").replace(image_size=64, num_classes=10))
+    sd = {k: (torch.full_like(v, float("nan")) if v.is_floating_point() else v) for k, v in model.state_dict().items()}
+    torch.save({"model": sd, "arch": model.arch.to_dict()}, weights)
+    out = tmp_path / "x.onnx"
+    res = subprocess.run(["eformer-export", "onnx", "--weights", str(weights), "--out", str(out)], capture_output=True, text=True)
+    assert res.returncode == 2 and "not finite" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert not out.exists() and not list(tmp_path.glob(".x.onnx.*"))
+    res = subprocess.run(["eformer-export", "onnx", "--arch", "s0", "--image-size", "0", "--out", str(out)], capture_output=True,
+                         text=True)
+    assert res.returncode == 2 and "--image-size: 0 is not a multiple of 32" in res.stderr and not out.exists()
+
+
+def test_storage_strings_are_checked(tmp_path):
+    from pathlib import Path
+
+    from search.storage import storage_url
+
+    with pytest.raises(UserError, match=r"^storage.url: 'notaurl' is not a SQLAlchemy URL"):
+        storage_url({"kind": "url", "url": "notaurl"}, tmp_path)
+    with pytest.raises(UserError, match=r"^storage.file: 'postgresql://h/db' is not a file path"):
+        storage_url({"kind": "journal", "file": "postgresql://h/db"}, tmp_path)
+    assert storage_url({"kind": "url", "url": "sqlite:///x.db"}, tmp_path) == "sqlite:///x.db"
+    assert storage_url({"kind": "journal"}, Path(tmp_path)) == str(tmp_path.resolve() / "study.journal")
+
+
+def test_lock_files_go_with_the_run_that_made_them(tmp_path):
+    from supernet.io_utils import LockBusy, file_lock
+
+    lock = tmp_path / ".x.lock"
+    with file_lock(lock):
+        with pytest.raises(LockBusy):
+            with file_lock(lock, blocking=False):
+                pass
+        assert lock.exists()
+    assert not lock.exists()
+    with pytest.raises(RuntimeError):
+        with file_lock(lock):
+            raise RuntimeError("a failed run")
+    assert not lock.exists()

@@ -47,3 +47,16 @@ def test_imagefolder_224_end_to_end(tmp_path):
     assert "input 1x3x224x224" in out
     onnx.checker.check_model(str(tmp_path / "found.onnx"))
     assert time.time() - started < 180  # about 80 s on a 2-core AMD EPYC VM
+
+
+@pytest.mark.slow
+def test_gpu_check_runs_with_tiny_settings(tmp_path):
+    """experiments/gpu_check.py, the one script for a lent GPU machine, runs its code paths here on the CPU."""
+    import sys
+
+    out = tmp_path / "gpu_check.md"
+    res = subprocess.run([sys.executable, "-m", "experiments.gpu_check", "--tiny", "--out", str(out)], capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    text = out.read_text()
+    assert "within tolerance" in text and "completed, supernet.pt written" in text and "| fp32 |" in text

@@ -52,6 +52,7 @@ HOW = {
     "torchrun --nproc_per_node=8 -m supernet.train.app data=imagefolder data.root=/data/imagenet "
     "data.image_size=224 train.epochs=300 train.batch_size=128 train.distillation=true run_dir=runs/train/imagenet": "compose",
     "eformer-search validate-proxy members=10 supernet=runs/train/fashion-efficientformerv2": "compose",
+    "eformer-search supernet=runs/train/imagenet compute_device=cuda proxy.precision=bf16 proxy.memory_mb=16384": "compose",
     f"eformer-search search=nsga2 search.n_trials=2000 storage=url {PG} run_dir=runs/search/nsga2-imagenet "
     "worker=$i threads=1": "compose",
     "for i in 0 1 2; do eformer-search search=nsga2 storage=journal worker=$i threads=1 & done; wait": "compose",
