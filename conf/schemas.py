@@ -17,6 +17,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
 from supernet.errors import UserError
+from supernet.onnx_export import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
 
 
 def setting(default: Any = MISSING, *, ge: Optional[float] = None, gt: Optional[float] = None,
@@ -79,7 +80,7 @@ class OrtDeviceSchema:
     inter_op_threads: int = setting(1, ge=1)
     graph_optimization: str = setting("all", choices=("disable", "basic", "extended", "all"))
     allow_spinning: bool = False
-    opset: int = setting(18, ge=17, le=21)
+    opset: int = setting(DEFAULT_OPSET, ge=MIN_OPSET, le=MAX_OPSET)
 
 
 @dataclasses.dataclass
@@ -99,7 +100,7 @@ class CommandDeviceSchema:
     regex: str = r"median_ms=([0-9.]+)"
     timeout_s: float = setting(300.0, gt=0.0)
     threads: int = setting(2, ge=1)
-    opset: int = setting(18, ge=17, le=21)
+    opset: int = setting(DEFAULT_OPSET, ge=MIN_OPSET, le=MAX_OPSET)
 
 
 # ---------------------------------------------------------------------------------------------- supernet
@@ -197,6 +198,9 @@ class SlimmingSearchSchema(SearchSchema):
     moves_per_step: int = setting(1, ge=1)
     max_steps: int = setting(500, ge=1)
     score_by: str = setting("loss", choices=("loss", "top1"))
+    race: bool = False                                       # screen candidates on part of the split first
+    screen_fraction: float = setting(0.2, gt=0.0, le=1.0)
+    race_z: float = setting(2.0, ge=0.0)
 
 
 @dataclasses.dataclass

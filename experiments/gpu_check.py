@@ -105,14 +105,15 @@ def proxy_agreement(device: torch.device, tiny: bool, work: Path) -> list[str]:
 def torchrun_launch(device: torch.device, work: Path) -> list[str]:
     root = work / "imgs"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=1", "-m", "supernet.train.app", "space=tiny",
-           "data=imagefolder", f"data.root={root}", "data.image_size=64", "data.calib_size=12", "train.epochs=1",
+           "data=imagefolder", f"data.root={root}", "data.image_size=64", "data.calib_size=12", "data.holdout=0", "train.epochs=1",
            "train.batch_size=16", "train.eval_presets=[]", "train.progress=false", f"compute_device={device.type}",
            f"run_dir={work / 'ddp'}"]
     t = time.time()
     res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "2"})
     ok = res.returncode == 0 and (work / "ddp" / "supernet.pt").is_file()
     backend = "NCCL" if device.type == "cuda" else "gloo"
-    tail = "" if ok else f" (exit {res.returncode}: {res.stderr.strip().splitlines()[-1] if res.stderr.strip() else ''})"
+    said = [x for x in res.stderr.splitlines() if "error" in x.lower()] or res.stderr.strip().splitlines() or [""]
+    tail = "" if ok else f" (exit {res.returncode}: {said[0][:300]})"
     return ["## 3. torchrun, one process", "", f"`torchrun --nproc_per_node=1 -m supernet.train.app ... compute_device="
             f"{device.type}` ({backend}): {'completed, supernet.pt written' if ok else 'FAILED'}{tail} in {time.time() - t:.0f} s.", ""]
 

@@ -40,6 +40,7 @@ class Case:
     hydra_message: bool = False  # Hydra's composition error (a few lines) is the expected answer
     inputs: list[str] = field(default_factory=list)  # files (relative to cwd) that must not change
     keeps_work: bool = False  # a real run that failed late: the work it did stays (resumable), said in the message
+    unprivileged: bool = False  # run as the user nobody (root reads every file): for unreadable-file cases
 
 
 class Evil:
@@ -334,6 +335,114 @@ def cases(assets: Path) -> list[Case]:
     add(Case("storages", "unknown SQLAlchemy dialect", [*search, "storage=url", "storage.url='nosuchdb://x'"]))
     add(Case("storages", "slimming that cannot meet its budget", [*search, "search.max_steps=1", "budget=none",
                                                                   "budget.params_m=0.2"], keeps_work=True))
+    # ---- users' files read through one guard (issue 22)
+    s0_yaml = __import__("supernet.arch", fromlist=["ArchConfig"]).ArchConfig.preset("s0").to_yaml()
+    predict = ["eformer-lut", "predict", "space=tiny", f"out={lut}"]
+    add(Case("guarded reads", "arch_file a directory", [*predict, "arch_file=d"], lambda cwd, _: (cwd / "d").mkdir()))
+    add(Case("guarded reads", "arch_file not UTF-8", [*predict, "arch_file=a.yaml"], write("a.yaml", b"\xff\xfe\x00name: s0"),
+             inputs=["a.yaml"]))
+    add(Case("guarded reads", "arch_file over 1 MiB", [*predict, "arch_file=a.yaml"], write("a.yaml", "#" * (1 << 21)), inputs=["a.yaml"]))
+    add(Case("guarded reads", "arch_file unreadable (another user)", [*predict, "arch_file=a.yaml"],
+             chain(write("a.yaml", s0_yaml), lambda cwd, _: (cwd / "a.yaml").chmod(0)), unprivileged=True))
+    add(Case("guarded reads", "--weights unreadable (another user)", ["eformer-export", "onnx", "--arch", "s0", "--weights", "w.pt",
+                                                                     "--out", "out/x.onnx"],
+             chain(write("w.pt", b"x"), lambda cwd, _: (cwd / "w.pt").chmod(0)), unprivileged=True))
+    add(Case("guarded reads", "--weights a directory", ["eformer-export", "onnx", "--arch", "s0", "--weights", "d", "--out", "out/x.onnx"],
+             lambda cwd, _: (cwd / "d").mkdir()))
+    add(Case("guarded reads", "lut_file a directory", [*search, "lut_file=d"], lambda cwd, _: (cwd / "d").mkdir()))
+    add(Case("guarded reads", "lut_file unreadable (another user)", [*search, "lut_file=l.parquet"],
+             chain(lambda cwd, a: shutil.copy(a / "tiny.parquet", cwd / "l.parquet"), lambda cwd, _: (cwd / "l.parquet").chmod(0)),
+             unprivileged=True))
+    add(Case("guarded reads", "command_file a directory", [*lut_build, "device=command", "device.command_file=d"],
+             lambda cwd, _: (cwd / "d").mkdir()))
+    add(Case("guarded reads", "search.json a directory", ["eformer-export", "arch", "--run", "r", "--best"],
+             lambda cwd, _: (cwd / "r" / "search.json").mkdir(parents=True)))
+
+    # ---- outputs that fail leave nothing (issue 22)
+    def nan_weights(cwd: Path, _: Path) -> None:
+        from supernet.arch import ArchConfig
+        from supernet.model import build_model
+
+        model = build_model(ArchConfig.preset("s0").replace(image_size=64, num_classes=10))
+        sd = {k: (torch.full_like(v, float("nan")) if v.is_floating_point() else v) for k, v in model.state_dict().items()}
+        torch.save({"model": sd, "arch": model.arch.to_dict()}, cwd / "nan.pt")
+    add(Case("failed outputs", "ONNX of NaN weights", ["eformer-export", "onnx", "--weights", "nan.pt", "--out", "x.onnx"], nan_weights,
+             inputs=["nan.pt"]))
+    for size in ("0", "-32", "33", "4096"):
+        add(Case("failed outputs", f"--image-size {size}", ["eformer-export", "onnx", "--arch", "s0", "--image-size", size, "--out", "x.onnx"]))
+    for label, script in (("prints median_ms=abc", "print('median_ms=abc')"), ("prints nan", "print('median_ms=nan')"),
+                          ("prints -3", "print('median_ms=-3')"), ("times out", "import time; time.sleep(30)")):
+        add(Case("failed outputs", f"LUT build whose command {label} (no lock left)",
+                 [*lut_build, "device=command", "device.command_file=c.cmd", "device.timeout_s=2"],
+                 write("c.cmd", f"{sys.executable} -c \"{script}\" {{onnx}}"), inputs=["c.cmd"]))
+
+    # ---- storage strings (issue 22)
+    for label, over in (("url not a URL", ["storage=url", "storage.url=notaurl"]), ("url empty", ["storage=url", "storage.url=''"]),
+                        ("url a bare path", ["storage=url", "storage.url=/tmp/x.db"]),
+                        ("journal file a URL", ["storage=journal", "storage.file='postgresql://h/db'"]),
+                        ("sqlite file empty", ["storage=sqlite", "storage.file=''"])):
+        add(Case("storages", label, [*search, "search=random", "search.n_trials=2", *over]))
+
+    # ---- 224-px image folders (issue 18)
+    def jpeg_folder(damage: str) -> Callable[[Path, Path], None]:
+        def setup(cwd: Path, _: Path) -> None:
+            sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+            from helpers import write_image_folder
+
+            root = write_image_folder(cwd / "img", classes=2, train=60, val=4, size=(120, 100))
+            first = sorted((root / "train" / "n00000000").iterdir())[0]
+            if damage == "undecodable":
+                for f in (root / "train" / "n00000000").iterdir():
+                    f.write_bytes(b"\xff\xd8 not a jpeg")
+            elif damage == "truncated":
+                for f in (root / "train" / "n00000000").iterdir():
+                    f.write_bytes(f.read_bytes()[:200])
+            elif damage == "empty file":
+                for f in (root / "train" / "n00000000").iterdir():
+                    f.write_bytes(b"")
+            elif damage == "text named .jpg":
+                for f in (root / "train" / "n00000000").iterdir():
+                    f.write_text("hello")
+            elif damage == "empty class":
+                for f in (root / "train" / "n00000001").iterdir():
+                    f.unlink()
+            elif damage == "val class not in train":
+                (root / "val" / "extra").mkdir()
+                shutil.copy(first, root / "val" / "extra" / "a.jpg")
+            elif damage == "no classes":
+                shutil.rmtree(root / "train")
+                (root / "train").mkdir()
+            elif damage == "unreadable":
+                for f in (root / "train" / "n00000000").iterdir():
+                    f.chmod(0)
+        return setup
+
+    folder = [*train, "data=imagefolder", "data.root=img", "data.image_size=224", "data.calib_size=10", "data.holdout=0",
+              "train.batch_size=8", "train.eval_presets=[]"]
+    for damage in ("undecodable", "truncated", "empty file", "text named .jpg", "empty class", "val class not in train", "no classes"):
+        add(Case("image folders (224 px)", damage, folder, jpeg_folder(damage)))
+    add(Case("image folders (224 px)", "unreadable images (another user)", folder, jpeg_folder("unreadable"), unprivileged=True))
+    add(Case("image folders (224 px)", "holdout over half of train", [*folder[:-2], "data.holdout=100"], jpeg_folder("none")))
+    add(Case("image folders (224 px)", "holdout negative", [*folder, "data.holdout=-1"], jpeg_folder("none")))
+    add(Case("image folders (224 px)", "num_workers negative", [*folder, "data.num_workers=-2"], jpeg_folder("none")))
+
+    # ---- compute devices and the proxy's memory (issue 18)
+    for label, argv in (("train on cuda", [*train, "compute_device=cuda"]), ("search on cuda:0", [*search, "compute_device=cuda:0"]),
+                        ("search on gpu", [*search, "compute_device=gpu"]), ("search on cuda:x", [*search, "compute_device=cuda:x"]),
+                        ("pipeline on cuda", ["eformer-pipeline", "work_dir=out", "compute_device=cuda"]),
+                        ("validate-proxy on cuda", ["eformer-search", "validate-proxy", f"supernet={sn}", f"lut_file={lut}",
+                                                    "compute_device=cuda", "run_dir=out"]),
+                        ("proxy fp16 on the CPU", [*search[:-2], "proxy.kind=supernet", "proxy.precision=fp16", "compute_device=cpu"]),
+                        ("proxy memory 0", [*search, "proxy.memory_mb=0"]),
+                        ("proxy memory below one batch", [*search[:-2], "proxy.kind=supernet", "proxy.memory_mb=0.01", "proxy.cache=null"]),
+                        ("proxy batch of 1", [*search, "proxy.batch_size=1"])):
+        add(Case("compute devices", label, argv))
+
+    # ---- pipeline stage overrides fail before any stage (issue 19)
+    for label, over in (("unknown key", 'slimming_overrides=["search.nosuch=1"]'), ("out of range", 'train_overrides=["train.lr=-1"]'),
+                        ("zero trials", 'nsga2_overrides=["search.n_trials=0"]'), ("unknown group option", 'lut_overrides=["lut=nosuch"]'),
+                        ("wrong type", 'train_overrides=["train.epochs=abc"]')):
+        add(Case("pipeline overrides", label, ["eformer-pipeline", "work_dir=out", over]))
     return out
 
 
@@ -343,15 +452,23 @@ def run_case(case: Case, assets: Path, work: Path, timeout: float) -> dict:
     before = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in cwd.rglob("*") if p.is_file()}
     started = time.time()
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    argv = case.argv
+    if case.unprivileged and os.geteuid() == 0 and shutil.which("setpriv"):
+        for d in (cwd, work):
+            d.chmod(0o755)
+        argv = [shutil.which("setpriv"), "--reuid=65534", "--regid=65534", "--clear-groups", *argv]
     try:
-        res = subprocess.run(case.argv, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+        res = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
         rc, err, hang = res.returncode, res.stderr, False
     except subprocess.TimeoutExpired as exc:
         rc, err, hang = None, (exc.stderr or b"").decode() if isinstance(exc.stderr, bytes) else (exc.stderr or ""), True
     after = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in cwd.rglob("*") if p.is_file()}
-    written = sorted(str(p.relative_to(cwd)) for p in after if p not in before and not p.name.startswith(".") and p.name != MARKER)
+    # dot-files are a killed writer's temporaries; lock files count: they must go with the run that made them
+    written = sorted(str(p.relative_to(cwd)) for p in after if p not in before and p.name != MARKER
+                     and (not p.name.startswith(".") or p.name.endswith(".lock")))
     changed = sorted(str(p.relative_to(cwd)) for p in before if p in after and before[p] != after[p])
-    lines = [line for line in err.strip().splitlines() if line.strip() and "Warning" not in line and "warn(" not in line]
+    lines = [line for line in err.strip().splitlines() if line.strip() and "Warning" not in line and "warn(" not in line
+             and "[W:onnxruntime" not in line]  # onnxruntime's telemetry notice when run as another user
     executed = (cwd / MARKER).exists()
     traceback = "Traceback (most recent call last)" in err
     # argparse's own form (Hydra's flag parser): a usage block, then one ``prog: error: ...`` line

@@ -26,7 +26,7 @@ from latency_lut.lut import LUT_FORMAT, STATISTICS, LatencyLUT, LUTError
 from latency_lut.machine import machine_summary
 from latency_lut.timing import Protocol, Stats
 from supernet.arch import stage_resolution
-from supernet.io_utils import LockBusy, file_lock
+from supernet.io_utils import LockBusy, check_parents, file_lock
 from supernet.model import build_piece
 from supernet.signatures import BlockSignature, block_signature, embedding_signatures, head_signature, stem_signature
 from supernet.space import SearchSpace
@@ -117,9 +117,7 @@ def exclusive_writer(out: Path) -> Iterator[None]:
     lock = out.with_name(f".{out.name}.lock")
     if out.is_dir():
         raise LUTError(f"out: {out} is a directory; give a .parquet file path")
-    for parent in out.parents:
-        if parent.exists() and not parent.is_dir():
-            raise LUTError(f"out: {parent} is a file, so {out} cannot be written")
+    check_parents(out, LUTError, "out")
     try:
         lock.parent.mkdir(parents=True, exist_ok=True)
         held = file_lock(lock, blocking=False)

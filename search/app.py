@@ -31,7 +31,7 @@ from search.metrics import CandidateEvaluator, resolve_mes
 from search.proxy import AnalyticProxy, SupernetProxy
 from search.results import RUN_FILE, RUN_FORMAT, best_trial, completed
 from search.storage import dashboard_target, open_storage, storage_url
-from search.strategies import ALL_STRATEGIES, SearchContext, get_strategy
+from search.strategies import SearchContext, get_strategy
 from supernet.arch import PRESETS, ArchConfig
 from supernet.compute import resolve_device
 from supernet.data import build_data
@@ -46,11 +46,9 @@ OmegaConf.register_new_resolver("budget_name", budget_name, replace=True)
 
 
 def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
+    """The first 16 hex digits of the file's SHA-256."""
     with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
+        return hashlib.file_digest(fh, "sha256").hexdigest()[:16]
 
 
 def data_settings(supernet: Supernet, override: Optional[dict[str, Any]]) -> dict[str, Any]:
@@ -149,8 +147,7 @@ def run_search(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
     name = cfg.search.name
-    if name not in ALL_STRATEGIES:
-        raise UserError(f"search.name: {name!r} is not a strategy; choose one of {', '.join(ALL_STRATEGIES)}")
+    strategy = get_strategy(name)  # an unknown name fails before any work
     if float(cfg.storage.heartbeat_s) * 2 > float(cfg.storage.grace_s):
         raise UserError(f"storage.heartbeat_s: {cfg.storage.heartbeat_s} must be at most half of storage.grace_s "
                         f"({cfg.storage.grace_s}): a live trial must beat several times within the grace period")
@@ -173,7 +170,6 @@ def run_search(cfg: DictConfig) -> dict[str, Any]:
     print(f"eformer-search: {name} on {space.name} ({space.hash}), budget {budget.describe()}, "
           f"study {study_name!r} in {url}; LUT {cfg.lut_file} measured on {lut.meta.get('machine', {}).get('cpu')} "
           f"({lut.meta.get('created')})")
-    strategy = get_strategy(name)
     storage = open_storage(url)
     study = open_study(storage, url, study_name, strategy.directions, settings, strategy.metric_names)
     st = cfg.storage
@@ -188,7 +184,7 @@ def run_search(cfg: DictConfig) -> dict[str, Any]:
         "supernet": str(Path(supernet.source_path).resolve()), "supernet_digest": digest,
         "lut": str(Path(cfg.lut_file).resolve()), "space": {"name": space.name, "hash": space.hash},
         "context": context, "deploy_context": lut.context, "proxy": cfg.proxy.kind,
-        "evaluations": proxy.evaluations,
+        "evaluations": proxy.evaluations, "screenings": getattr(proxy, "screenings", 0),
         "trials": len(completed(study)), "best_trial": best.number if best else None,
         "best": {k: best.user_attrs.get(k) for k in ("summary", "top1", "top1_std", "loss", "loss_std", "latency_ms",
                                                      "params", "macs", "mes", "feasible")} if best else None,

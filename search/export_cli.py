@@ -13,11 +13,9 @@ from typing import NoReturn, Optional, Sequence
 from supernet.arch import ArchConfig
 from supernet.convert import SOURCES, convert_state_dict, load_converted, read_checkpoint
 from supernet.errors import UserError, report_user_errors
-from supernet.io_utils import atomic_torch_save, safe_torch_load
+from supernet.io_utils import atomic_torch_save, check_parents, safe_torch_load
 from supernet.model import EfficientFormerV2, build_model
-from supernet.onnx_export import DEFAULT_OPSET, DYNAMO_MIN_OPSET, EXPORTERS, MIN_OPSET, check_onnx_parity, export_onnx
-
-MAX_OPSET = 21  # the newest opset torch's exporter and onnxruntime both take here
+from supernet.onnx_export import DEFAULT_OPSET, DYNAMO_MIN_OPSET, EXPORTERS, MAX_OPSET, MIN_OPSET, check_onnx_parity, export_onnx
 
 
 def weights_arch(weights: str) -> ArchConfig:
@@ -48,10 +46,7 @@ def check_output_dir(out: Path, flag: str = "--out") -> Path:
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"{flag}: {out} is a file; give a directory")
-    for parent in out.parents:
-        if parent.exists() and not parent.is_dir():
-            raise UserError(f"{flag}: {parent} is a file, so {out} cannot be created")
-    return out
+    return check_parents(out, UserError, flag)
 
 
 def check_output(out: Path, *inputs: Optional[str]) -> Path:
@@ -62,10 +57,7 @@ def check_output(out: Path, *inputs: Optional[str]) -> Path:
             raise UserError(f"--out: {out} is also an input; choose another output path")
     if out.is_dir():
         raise UserError(f"--out: {out} is a directory; give a file path")
-    for parent in out.parents:
-        if parent.exists() and not parent.is_dir():
-            raise UserError(f"--out: {parent} is a file, so {out} cannot be written")
-    return out
+    return check_parents(out, UserError, "--out")
 
 
 def cmd_convert(args: argparse.Namespace) -> None:

@@ -20,7 +20,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from conf import compose
-from conf.schemas import PipelineApp, check_config, register_schemas
+from conf.schemas import LutApp, PipelineApp, SearchApp, TrainApp, check_config, register_schemas
 from latency_lut.app import run_lut
 from latency_lut.lut import LatencyLUT
 from latency_lut.timing import Protocol
@@ -29,11 +29,30 @@ from search.export_arch import export_arch
 from search.report import capacity_gap_line, format_rows, released_vs_derived
 from search.results import RUN_FILE, read_run
 from supernet.compute import resolve_device
-from supernet.errors import report_user_errors, run_hydra_app
+from supernet.errors import UserError, report_user_errors, run_hydra_app
 from supernet.io_utils import atomic_write_text
 from supernet.train.app import run_training
 
 register_schemas()
+
+
+class StageClock:
+    """Wall time of each stage since the previous lap, printed as a table with shares at the end."""
+
+    def __init__(self) -> None:
+        self.last = time.time()
+        self.laps: list[tuple[str, float]] = []
+
+    def lap(self, name: str) -> None:
+        now = time.time()
+        self.laps.append((name, now - self.last))
+        self.last = now
+
+    def table(self) -> str:
+        total = sum(t for _, t in self.laps) or 1.0
+        rows = ["| stage | seconds | share |", "|---|---|---|"]
+        rows += [f"| {name} | {t:.0f} | {100 * t / total:.0f} % |" for name, t in self.laps]
+        return "\n".join(rows + [f"| all | {total:.0f} | 100 % |"])
 
 
 def banner(i: int, n: int, text: str) -> None:
@@ -72,28 +91,55 @@ def export_stage(run_dir: str, which: str, onnx: bool = True) -> dict[str, Any]:
     return export_arch(run_dir, which, onnx=onnx)
 
 
+STAGE_APPS = {"lut_overrides": ("eformer_lut", LutApp), "train_overrides": ("eformer_train", TrainApp),
+              "slimming_overrides": ("eformer_search", SearchApp), "nsga2_overrides": ("eformer_search", SearchApp)}
+
+
+def check_stage_overrides(cfg: DictConfig) -> None:
+    """Compose and check every stage's config before the first stage runs: a typo or an out-of-range value
+    in ``slimming_overrides`` fails now, not after the LUT and the training (one line naming the list)."""
+    fixed = {"lut_overrides": ["command=build"], "train_overrides": [], "slimming_overrides": ["search=slimming"],
+             "nsga2_overrides": ["search=nsga2"]}
+    for key, (app, schema) in STAGE_APPS.items():
+        overrides = [*fixed[key], *cfg[key]]
+        try:
+            check_config(compose(app, overrides), app=schema)
+        except UserError as exc:
+            raise UserError(f"{key}: {exc}") from None
+        except Exception as exc:  # Hydra's composition errors (unknown key, wrong type, missing group option)
+            lines = [x.strip() for x in str(exc).splitlines() if x.strip()]
+            raise UserError(f"{key}: {' '.join(lines[:2])[:300] or type(exc).__name__}") from None
+
+
 def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
     check_config(cfg, app=PipelineApp)
     resolve_device(cfg.compute_device)  # before any stage: a missing GPU is a one-line error
+    check_stage_overrides(cfg)
     started = time.time()
     work = Path(cfg.work_dir)
     n = 5
+    clock = StageClock()
     banner(1, n, "latency LUT of this CPU (eformer-lut build + validate; "
                  f"{'the quick protocol: fewer repeats, noisier entries' if 'lut=quick' in cfg.lut_overrides else 'custom protocol'})")
     lut_path = lut_stage(cfg)
+    clock.lap("LUT build + validation")
     banner(2, n, "supernet on the embedded Fashion-MNIST subset (eformer-train)")
     supernet = run_training(compose("eformer_train", [f"compute_device={cfg.compute_device}", *cfg.train_overrides]))
     common = [f"supernet={supernet}", f"lut_file={lut_path}", f"proxy.cache={work}/search/proxy-cache.jsonl",
               f"compute_device={cfg.compute_device}"]
+    clock.lap("supernet training")
     banner(3, n, f"search (eformer-search): slimming to {', '.join(b.upper() for b in cfg.budgets)}, then NSGA-II")
     runs = {}
     for b in cfg.budgets:
         runs[b] = search_stage(["search=slimming", f"budget={b}", f"run_dir={work}/search/slimming-{b}",
                                 *common, *cfg.slimming_overrides])
+        clock.lap(f"slimming to {b.upper()}")
     nsga = search_stage(["search=nsga2", f"run_dir={work}/search/nsga2", *common, *cfg.nsga2_overrides])
+    clock.lap("NSGA-II")
     banner(4, n, "export (eformer-export arch)")
     exports = {b: export_stage(f"{work}/search/slimming-{b}", "best") for b in cfg.budgets}
     exports["nsga2"] = export_stage(f"{work}/search/nsga2", "pareto", onnx=False)
+    clock.lap("export")
     banner(5, n, "final table: released vs derived, measured end to end")
     final_file = work / "final.json"
     key = {b: r["best_trial"] for b, r in runs.items()} | {"lut": str(lut_path), "supernet": str(supernet), "format": 3}
@@ -105,6 +151,7 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
         atomic_write_text(final_file, json.dumps(table, indent=1))
     else:
         print(f"reusing {final_file}")
+    clock.lap("final measurement")
     print()
     print(format_rows(table["rows"]))
     print(capacity_gap_line(table["rows"]))
@@ -117,6 +164,8 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
         more = " ..." if len(files) > 3 else ""
         print(f"{b:6s} configs: {', '.join(map(str, files[:3]))}{more}; plots: {', '.join(e['plots'].values())}")
     print(f"NSGA-II: {nsga['trials']} trials, Pareto front of {len(exports['nsga2']['exported'])} exported configs")
+    print()
+    print(clock.table())
     print(f"eformer-pipeline: done in {time.time() - started:.0f} s (work dir {work})")
     return table
 

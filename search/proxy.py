@@ -16,6 +16,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -30,6 +31,7 @@ from search.params import arch_hash
 from supernet.arch import ArchConfig
 from supernet.bn_calibration import batch_statistics, recalibrate_bn
 from supernet.data import Data, balanced_subset
+from supernet.data.subsets import stratified_order
 from supernet.elastic import Supernet
 from supernet.errors import UserError
 from supernet.signatures import count_macs
@@ -168,9 +170,20 @@ class ImageSplit:
 
 
 def choose_images(data: Data, split: str, n: Optional[int], seed: int) -> list[int]:
-    """Indices of ``split`` a proxy uses: all of them in split order (None), or a seeded class-balanced ``n``."""
-    size = len(data.splits[split])
-    return list(range(size)) if n is None or n >= size else balanced_subset(data.labels(split), n, seed)
+    """Indices of ``split`` a proxy uses - all of them (None), or a seeded class-balanced ``n`` - in a stratified
+    order: every prefix of batches is a class-balanced part of them (what a racing search screens on)."""
+    labels = data.labels(split)
+    chosen = list(range(len(labels))) if n is None or n >= len(labels) else balanced_subset(labels, n, seed)
+    return [chosen[i] for i in stratified_order([labels[j] for j in chosen], seed)]
+
+
+@dataclasses.dataclass(frozen=True)
+class Screening:
+    """A candidate's per-image losses and correctness (0/100) on the first batches of the scored split: a
+    class-balanced part, for racing candidates against each other on the same images. Never a cached score."""
+
+    losses: torch.Tensor
+    correct: torch.Tensor
 
 
 class SupernetProxy:
@@ -189,7 +202,9 @@ class SupernetProxy:
         self.cache_path = Path(cache_path) if cache_path else None
         self.cache_key = cache_key
         self.cache: dict[str, dict[str, float]] = {}
-        self.evaluations = 0
+        self.evaluations = 0   # whole-split evaluations
+        self.screenings = 0    # partial ones (racing)
+        self._screened: dict[tuple[str, int], Screening] = {}
         self._ref: Optional[ArchConfig] = None
         self._ref_stats: dict[str, torch.Tensor] = {}
         self._load_cache()
@@ -235,11 +250,11 @@ class SupernetProxy:
         return self.cache.get(arch_hash(self.net.member(arch)))
 
     # ------------------------------------------------------------------ inputs
-    def _inputs(self, split: ImageSplit, level: int) -> Iterator[torch.Tensor]:
+    def _inputs(self, split: ImageSplit, level: int, batches: Optional[int] = None) -> Iterator[torch.Tensor]:
         """Every batch of ``split`` at ``level`` (the reference's stage inputs, or the images at ``IMAGES``):
         kept, or recomputed from the deepest kept level below it, decoding the images where none is kept.
         The plan is fixed before the first batch, so what this pass keeps cannot change it."""
-        plan = [self._base(split, b, level) for b in range(len(split))]
+        plan = [self._base(split, b, level) for b in range(len(split) if batches is None else min(batches, len(split)))]
         loaded = split.load([b for b, (_, x) in enumerate(plan) if x is None])
         for b, (start, x) in enumerate(plan):
             if x is None:
@@ -264,9 +279,10 @@ class SupernetProxy:
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
-    def _run(self, arch: ArchConfig, start: int, keep: bool) -> dict[str, float]:
-        """Recalibrate the BNs from stage ``start`` on over the calibration batches, then score the split's
-        batches; with ``keep`` (``start == 0``), keep the stage inputs of both passes for a reference."""
+    def _run(self, arch: ArchConfig, start: int, keep: bool, batches: Optional[int] = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Recalibrate the BNs from stage ``start`` on over the calibration batches, then run the split's batches
+        (the first ``batches`` of them, else all); with ``keep`` (``start == 0``), keep the stage inputs of both
+        passes for a reference. Returns the per-image correctness (0/100) and losses."""
         net = self.net
         net.set_active(arch)
         level = start if start else IMAGES
@@ -288,7 +304,7 @@ class SupernetProxy:
                 recalibrate_bn(net.bn_scope(start), calib_forward(), run=net.norm)
             net.eval()
             correct, losses = [], []
-            for b, x in enumerate(self._inputs(self.val, level)):
+            for b, x in enumerate(self._inputs(self.val, level, batches)):
                 levels = {}
                 logits = net.classify(net.forward_range(x, level, 4, levels if keep else None))
                 if keep:
@@ -297,8 +313,30 @@ class SupernetProxy:
                 c, l_ = per_image(logits, y.to(logits.device))
                 correct.append(c)
                 losses.append(l_)
-        self.evaluations += 1
-        return score_values(torch.cat(correct), torch.cat(losses))
+        return torch.cat(correct), torch.cat(losses)
+
+    def _start(self, arch: ArchConfig) -> int:
+        """The first stage where ``arch`` differs from the reference (0: no reference, evaluate it all)."""
+        if self._ref is None:
+            return 0
+        n = len(arch.stages)
+        return next((i for i in range(n) if arch.stages[i] != self._ref.stages[i]), n - 1)
+
+    def screen_batches(self, fraction: float) -> int:
+        """How many of the split's first batches hold ``fraction`` of its images (at least one)."""
+        return max(1, min(len(self.val), round(fraction * len(self.val))))
+
+    def screen(self, arch: ArchConfig, fraction: float) -> Screening:
+        """Per-image scores of ``arch`` on the first batches holding ``fraction`` of the split (a class-balanced
+        part, the same images for every candidate); kept for this run only, never in the score cache."""
+        arch = self.net.member(arch)
+        k = self.screen_batches(fraction)
+        key = (arch_hash(arch), k)
+        if key not in self._screened:
+            correct, losses = self._run(arch, self._start(arch), keep=False, batches=k)
+            self.screenings += 1
+            self._screened[key] = Screening(losses, correct)
+        return self._screened[key]
 
     def reference(self, arch: ArchConfig) -> dict[str, float]:
         """Evaluate ``arch`` fully and keep its stage inputs (within the memory budget) for incremental
@@ -306,7 +344,8 @@ class SupernetProxy:
         arch = self.net.member(arch)
         self.store.drop_where(lambda k: k[2] != IMAGES)
         self._ref = None
-        res = self._run(arch, 0, keep=True)
+        res = score_values(*self._run(arch, 0, keep=True))
+        self.evaluations += 1
         self._ref = arch
         self._ref_stats = {n: b.clone() for n, b in self.net.named_buffers() if n.endswith(("running_mean", "running_var"))}
         h = arch_hash(arch)
@@ -320,10 +359,7 @@ class SupernetProxy:
         h = arch_hash(arch)
         if h in self.cache:
             return self.cache[h]
-        start = 0
-        if self._ref is not None:
-            n = len(arch.stages)
-            start = next((i for i in range(n) if arch.stages[i] != self._ref.stages[i]), n - 1)
-        res = self._run(arch, start, keep=False)
+        res = score_values(*self._run(arch, self._start(arch), keep=False))
+        self.evaluations += 1
         self._store(h, res)
         return res

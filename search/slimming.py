@@ -15,6 +15,13 @@ or ``top1`` (the paper's ΔAcc; ties broken by the loss).
 ``moves_per_step > 1`` applies the best few actions on different targets per step (fewer steps,
 same action scores); ``expansion_scope: stage`` shrinks the largest expansions of a stage together
 (fewer actions). Both are speed knobs for the quick demo; the defaults are the paper's.
+
+Racing (``race: true``): each step first screens every new candidate on a class-balanced part of the
+scored split (``screen_fraction`` of it, the same images for all: the proxy's first batches), scoring its
+loss increase over the step's member image by image (a paired difference, far less noisy than two
+separate scores). A candidate whose optimistic score (``race_z`` standard errors better) is still worse
+than the pessimistic score of the ``moves_per_step``-th best stops there; the rest are confirmed on the
+whole split and ranked as without racing. Partial scores never enter the proxy's score cache or the study.
 """
 from __future__ import annotations
 
@@ -145,6 +152,9 @@ class SlimmingSettings:
     moves_per_step: int = 1
     max_steps: int = 500
     score_by: str = "loss"
+    race: bool = False
+    screen_fraction: float = 0.2
+    race_z: float = 2.0
 
     @classmethod
     def from_config(cls, s: Any) -> "SlimmingSettings":
@@ -153,7 +163,8 @@ class SlimmingSettings:
         bad = [k for k in kinds if k not in ACTION_KINDS]
         if bad or not kinds:
             raise UserError(f"search.actions: {bad[0] if bad else '[]'!r} - give a subset of {', '.join(ACTION_KINDS)}")
-        return cls(kinds, str(s["expansion_scope"]), int(s["moves_per_step"]), int(s["max_steps"]), str(s.get("score_by", "loss")))
+        return cls(kinds, str(s["expansion_scope"]), int(s["moves_per_step"]), int(s["max_steps"]), str(s.get("score_by", "loss")),
+                   bool(s.get("race", False)), float(s.get("screen_fraction", 0.2)), float(s.get("race_z", 2.0)))
 
     def drop(self, before: Metrics, after: Metrics) -> float:
         """How much worse ``after`` scores than ``before`` (the numerator of the slimming score)."""
@@ -188,6 +199,7 @@ def slim(space: SearchSpace, evaluator: CandidateEvaluator, budget: Budget, cont
                                     f"{m.params / 1e6:.2f} M params) and {budget.describe()} is not met")
             if any(evaluator.proxy.cached(a) is None for _, a in moves):
                 evaluator.proxy.reference(cur)  # incremental evaluation of the neighbours
+            moves = race(moves, cur, m, evaluator, settings)
             cands = []
             for action, nxt in moves:
                 mc = evaluator(nxt)
@@ -232,6 +244,34 @@ def slim(space: SearchSpace, evaluator: CandidateEvaluator, budget: Budget, cont
     finally:
         bar.close()
     return path
+
+
+def race(moves: list[tuple[Action, ArchConfig]], cur: ArchConfig, m: Metrics, evaluator: CandidateEvaluator,
+         settings: SlimmingSettings) -> list[tuple[Action, ArchConfig]]:
+    """The moves worth a whole-split evaluation: all of them without racing; with it, those already scored, and
+    the new ones whose screened score is not clearly worse than the ``moves_per_step``-th best (see the module doc)."""
+    proxy = evaluator.proxy
+    screen = getattr(proxy, "screen", None)
+    new = [i for i, (_, a) in enumerate(moves) if proxy.cached(a) is None]
+    if not settings.race or screen is None or len(new) <= settings.moves_per_step or settings.score_by != "loss":
+        return moves
+    gains = {i: evaluator.costs(moves[i][1])[3] - m.mes for i in new}
+    if not any(g > 0 for g in gains.values()):
+        return moves  # no MES gain anywhere: the fallback ranking needs every candidate's whole-split score
+    base = screen(cur, settings.screen_fraction)
+    bounds = {}
+    for i in new:
+        if gains[i] <= 0:
+            continue  # cannot be ranked while others gain MES
+        d = screen(moves[i][1], settings.screen_fraction).losses.double() - base.losses.double()
+        se = float(d.std()) / max(1, len(d)) ** 0.5 if len(d) > 1 else float("inf")
+        score = float(d.mean()) / gains[i]
+        bounds[i] = (score - settings.race_z * se / gains[i], score + settings.race_z * se / gains[i])
+    uppers = sorted(hi for _, hi in bounds.values())
+    cut = uppers[min(settings.moves_per_step, len(uppers)) - 1]
+    keep = {i for i, (lo, _) in bounds.items() if lo <= cut}
+    keep |= {i for i in range(len(moves)) if i not in new}
+    return [mv for i, mv in enumerate(moves) if i in keep]
 
 
 def _budget_progress(budget: Budget, before: Metrics, after: Metrics) -> float:

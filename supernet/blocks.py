@@ -39,7 +39,8 @@ def relative_bias_index(q_res: int, k_res: int, q_step: int) -> torch.Tensor:
 
 
 class _BiasedAttention(nn.Module):
-    """Shared bias-table handling: gather per forward in training, cached in eval, frozen when fused."""
+    """Shared bias-table handling: gather per forward in training, cached in eval (until the table changes),
+    frozen when fused."""
 
     attention_biases: nn.Parameter
     attention_bias_idxs: torch.Tensor
@@ -47,7 +48,7 @@ class _BiasedAttention(nn.Module):
     def _init_bias(self, heads: int, table: int, idxs: torch.Tensor) -> None:
         self.attention_biases = nn.Parameter(torch.zeros(heads, table))
         self.register_buffer("attention_bias_idxs", idxs, persistent=False)
-        self._bias_cache: Optional[torch.Tensor] = None
+        self._bias_cache: Optional[tuple[tuple[int, int], torch.Tensor]] = None  # (source version, gathered table)
         self.register_buffer("fused_bias", None, persistent=False)
 
     def train(self, mode: bool = True) -> "_BiasedAttention":
@@ -63,9 +64,11 @@ class _BiasedAttention(nn.Module):
             return self.fused_bias
         if self.training or torch.jit.is_tracing():
             return self.attention_biases[:, self.attention_bias_idxs]
-        if self._bias_cache is None:
-            self._bias_cache = self.attention_biases[:, self.attention_bias_idxs].detach()
-        return self._bias_cache
+        # keyed by the table's storage and version counter: load_state_dict, load_member and any in-place write bump it
+        source = (self.attention_biases.data_ptr(), self.attention_biases._version)
+        if self._bias_cache is None or self._bias_cache[0] != source:
+            self._bias_cache = (source, self.attention_biases[:, self.attention_bias_idxs].detach())
+        return self._bias_cache[1]
 
     @torch.no_grad()
     def _fuse_bias_and_scale(self) -> None:

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from supernet.blocks import Block, Head, Mlp, Upsample2x, _BiasedAttention
-from supernet.layers import ConvNorm, ElasticConvNorm, Linear
+from supernet.layers import ConvNorm, ElasticConvNorm, Linear, bn_affine
 from supernet.model import EfficientFormerV2
 
 
@@ -35,8 +35,7 @@ def _merged_head(norm: nn.BatchNorm2d | None, heads: list[nn.Linear]) -> Linear:
     weight = torch.stack([h.weight for h in heads]).mean(0)
     bias = torch.stack([h.bias for h in heads]).mean(0)
     if norm is not None:
-        scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
-        shift = norm.bias - norm.running_mean * scale
+        scale, shift = bn_affine(norm)
         bias = bias + weight @ shift
         weight = weight * scale.view(1, -1)
     out = Linear(weight.shape[1], weight.shape[0])

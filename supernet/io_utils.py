@@ -77,6 +77,15 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None], check: C
     return target
 
 
+def check_parents(out: str | os.PathLike, error: type[Exception], flag: str) -> Path:
+    """Refuse an output path under a regular file (before any work): ``<flag>: <parent> is a file, ...``."""
+    out = Path(out)
+    for parent in out.parents:
+        if parent.exists() and not parent.is_dir():
+            raise error(f"{flag}: {parent} is a file, so {out} cannot be written")
+    return out
+
+
 class LockBusy(Exception):
     """:func:`file_lock` with ``blocking=False`` found the lock held by another process."""
 

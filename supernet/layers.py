@@ -152,13 +152,20 @@ def _inference(bn: Optional[nn.BatchNorm2d]) -> bool:
     return bn is not None and not bn.training and bn.running_var is not None and not torch.is_grad_enabled()
 
 
+def bn_affine(bn: nn.BatchNorm2d, channels: Optional[int] = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, shift) with ``bn(x) == x * scale + shift`` in inference, over its first ``channels`` channels:
+    the one BN-folding formula (convs, the deploy head)."""
+    c = bn.num_features if channels is None else channels
+    assert bn.running_mean is not None and bn.running_var is not None
+    scale = bn.weight[:c] / torch.sqrt(bn.running_var[:c] + bn.eps)
+    return scale, bn.bias[:c] - bn.running_mean[:c] * scale
+
+
 def folded_conv_bn(weight: torch.Tensor, bias: torch.Tensor, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
     """(weight, bias) of the conv followed by ``bn`` in inference (its first ``weight.shape[0]`` channels): one
     pass over the activations instead of two. Equal to conv-then-BN up to rounding (tests: <= 1e-5)."""
-    c = weight.shape[0]
-    assert bn.running_mean is not None and bn.running_var is not None
-    scale = bn.weight[:c] / torch.sqrt(bn.running_var[:c] + bn.eps)
-    return weight * scale.view(-1, 1, 1, 1), (bias - bn.running_mean[:c]) * scale + bn.bias[:c]
+    scale, shift = bn_affine(bn, weight.shape[0])
+    return weight * scale.view(-1, 1, 1, 1), bias * scale + shift
 
 
 def gelu(x: torch.Tensor) -> torch.Tensor:
@@ -220,10 +227,9 @@ class ConvNorm(nn.Module):
         """Fold the BatchNorm into the conv (inference only); the output is unchanged."""
         if self.bn is None:
             return
-        bn = self.bn
-        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        scale, shift = bn_affine(self.bn)
         self.conv.weight.mul_(scale.view(-1, 1, 1, 1))
-        self.conv.bias.copy_((self.conv.bias - bn.running_mean) * scale + bn.bias)
+        self.conv.bias.copy_(self.conv.bias * scale + shift)
         self.bn = None
 
 

@@ -18,6 +18,7 @@ from supernet.io_utils import atomic_write
 DYNAMO_MIN_OPSET = 18  # the lowest opset the torch.export-based exporter writes
 DEFAULT_OPSET = DYNAMO_MIN_OPSET
 MIN_OPSET = 17  # TorchScript exporter only
+MAX_OPSET = 21  # the newest opset torch's exporter and onnxruntime both take here
 EXPORTERS = ("auto", "dynamo", "torchscript")
 # which exporters each choice tries, in order; "fast" is for timing pieces and whole networks in LUT builds and
 # validations: TorchScript exports 5-10x faster, and after onnxruntime's optimisations both exporters' graphs are

@@ -38,7 +38,7 @@ def test_user_errors_are_one_line_and_write_nothing(s0_fixture, tmp_path):
          "does not fit the architecture"),
         (("convert", "--src", str(tmp_path / "none.pth"), "--arch", "s0", "--out", str(tmp_path / "x.pth")), "checkpoint file not found"),
         (("onnx", "--arch", "s7", "--out", str(tmp_path / "x.onnx")), "neither a preset"),
-        (("onnx", "--arch", "s0", "--image-size", "100", "--out", str(tmp_path / "x.onnx")), "image size 100 is not a multiple of 32"),
+        (("onnx", "--arch", "s0", "--image-size", "100", "--out", str(tmp_path / "x.onnx")), "--image-size: 100 is not a multiple of 32"),
         (("onnx", "--arch", "s0", "--opset", "13", "--out", str(tmp_path / "x.onnx")), "--opset: 13 is below"),
     ]
     for args, message in cases:

@@ -28,7 +28,12 @@ def test_imagefolder_224_end_to_end(tmp_path):
     for f in ("supernet.pt", "final.json", "metrics.csv", "train_log.jsonl", "checkpoint.pt"):
         assert (tmp_path / "sn" / f).is_file(), f
     run("eformer-lut", "build", "space=tiny", "lut=quick", "lut.progress=false", "out=lut.parquet", cwd=tmp_path)
-    out = run("eformer-search", "supernet=sn", "lut_file=lut.parquet", "budget=none", "budget.latency_ms=3.2",
+    from latency_lut.lut import LatencyLUT
+    from supernet.space import SearchSpace
+
+    lut, space = LatencyLUT.load(tmp_path / "lut.parquet"), SearchSpace.load("tiny")
+    low, high = (lut.predict(lut.in_context(a)) for a in (space.smallest(), space.largest()))
+    out = run("eformer-search", "supernet=sn", "lut_file=lut.parquet", "budget=none", f"budget.latency_ms={(low + high) / 2:.3f}",
               "mes.units.latency_ms=1", "proxy.cache=cache.jsonl", "proxy.batch_size=16", "progress=false",
               "run_dir=search", cwd=tmp_path)
     assert "eformer-search: best (trial" in out

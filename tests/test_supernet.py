@@ -123,3 +123,31 @@ def test_save_and_load(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), back.state_dict().values()))
     with pytest.raises(CheckpointError, match="supernet file not found"):
         Supernet.load(tmp_path / "nothing")
+
+
+def test_eval_attention_bias_cache_follows_weight_loads():
+    """After an eval forward, load_member of new weights (in-place copies) must not reuse the old bias table."""
+    from supernet.arch import ArchConfig
+    from supernet.model import build_model
+
+    torch.manual_seed(0)
+    arch = ArchConfig.preset("s0").replace(image_size=64, num_classes=10, distillation=False)
+    net = Supernet("efficientformerv2", image_size=64, num_classes=10).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        net.set_active(arch)
+        net(x)  # fills the eval-mode caches
+        static = build_model(arch).eval()
+        for name, p in static.named_parameters():
+            if name.endswith("attention_biases"):
+                p.normal_()
+        net.load_member(arch, static.state_dict())
+        net.set_active(arch)
+        assert torch.allclose(net(x), static(x), atol=1e-5)
+        for m in net.modules():  # an in-place write is seen too
+            if hasattr(m, "attention_biases"):
+                m.attention_biases.add_(1.0)
+        for m in static.modules():
+            if hasattr(m, "attention_biases"):
+                m.attention_biases.add_(1.0)
+        assert torch.allclose(net(x), static(x), atol=1e-5)

@@ -35,3 +35,16 @@ def balanced_subset(labels: Sequence[int], n: int, seed: int) -> list[int]:
         left -= sizes[i]
     chosen = np.concatenate([idx[:q] for idx, q in zip(by_class, quota)])
     return rng.permutation(chosen).tolist()
+
+
+def stratified_order(labels: Sequence[int], seed: int) -> list[int]:
+    """Every index of ``labels`` in a seeded order whose every prefix holds each class in proportion to its
+    size (within one image): the j-th of a class's n images goes at position (j + offset) / n, offsets seeded.
+    A search can then score a class-balanced part of a split by taking its first batches."""
+    y = np.asarray(labels, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    keys = np.empty(len(y))
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        keys[idx] = (np.arange(len(idx)) + rng.uniform(0.0, 1.0)) / len(idx)
+    return np.lexsort((rng.permutation(len(y)), keys)).tolist()
