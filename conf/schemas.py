@@ -218,7 +218,7 @@ class ProxySchema:
     calib_images: Optional[int] = setting(None, ge=2)
     val_images: Optional[int] = setting(None, ge=1)
     batch_size: int = setting(500, ge=2)
-    memory_mb: float = setting(1024.0, gt=0.0)
+    memory_mb: float = setting(512.0, gt=0.0)
     precision: str = setting("fp32", choices=("fp32", "bf16", "fp16"))
     data: Optional[Any] = None
     cache: Optional[str] = None

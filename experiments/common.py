@@ -15,9 +15,12 @@ RESULTS = ROOT / "experiments" / "results"
 
 def machine_header() -> str:
     """A markdown line naming the machine, runtimes and date of a measurement."""
-    m = machine_summary()
+    from supernet.hardware import cpuinfo
+
+    m, info = machine_summary(), cpuinfo()
+    family = f", family {info['cpu family']} model {info.get('model', '?')}" if info.get("cpu family") else ""
     return (
-        f"Measured on {m['cpu']} ({m['logical_cpus']} logical CPUs), {m['os']}; python {m['python']}, "
+        f"Measured on {m['cpu']}{family} ({m['logical_cpus']} logical CPUs), {m['os']}; python {m['python']}, "
         f"torch {m['torch']}, onnxruntime {m['onnxruntime']}; {_dt.date.today().isoformat()}."
     )
 

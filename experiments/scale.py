@@ -63,7 +63,7 @@ def rss_part(work: Path) -> list[str]:
                    cwd=work, check=True, capture_output=True)
     lines = ["## 1. Peak RSS of eformer-search at 224 px", "",
              "`eformer-search search=random search.n_trials=2` on the tiny space, default proxy settings "
-             "(`proxy.batch_size=500`, `proxy.memory_mb=1024`), 10 calibration images, JPEGs of about 500x375.", "",
+             "(`proxy.batch_size=500`, `proxy.memory_mb=512`), 10 calibration images, JPEGs of about 500x375.", "",
              "| val images scored | peak RSS (MB) | wall (s) |", "|---|---|---|"]
     rss = {}
     for n in RSS_SIZES:
@@ -86,8 +86,8 @@ def proxy_rates(work: Path, trained: Path) -> tuple[list[str], dict[str, float]]
     from supernet.data import build_data
     from supernet.elastic import Supernet
 
-    root = write_folder(work / "imgs-rate", classes=4, train=30, val=40, seed=1)
-    data = build_data({"name": "imagefolder", "root": str(root), "image_size": 224, "calib_size": 12, "num_workers": None})
+    root = write_folder(work / "imgs-rate", classes=4, train=60, val=40, seed=1)
+    data = build_data({"name": "imagefolder", "root": str(root), "image_size": 224, "calib_size": 24, "num_workers": None})
     torch.manual_seed(0)
     net = Supernet("efficientformerv2", image_size=224, num_classes=1000)
     images = len(data.splits["calib"]) + len(data.splits["val"])
@@ -166,17 +166,18 @@ def loader_part(work: Path) -> list[str]:
     return lines
 
 
-def pooled_bn_part(trained: Path, root: Path) -> list[str]:
+def pooled_bn_part(trained: Path, work: Path) -> list[str]:
     from search.proxy import SupernetProxy
     from supernet.data import build_data
     from supernet.elastic import Supernet
 
     net = Supernet.load(trained)
-    data_cfg = {k[5:]: v for k, v in net.train_config.items() if k.startswith("data.")}
-    data = build_data({**data_cfg, "calib_size": 120, "num_workers": None})
+    root = write_folder(work / "imgs-bn", classes=10, train=130, val=20, size=(300, 240), seed=3)
+    data = build_data({"name": "imagefolder", "root": str(root), "image_size": 224, "calib_size": 120, "num_workers": None})
     lines = ["## 4. Pooled BN statistics in batches vs one batch", "",
-             "The tiny supernet of part 1 (trained for a few steps at 224 px); 120 calibration images in one batch vs "
-             "batches of 40 and 10 (pooled sums; each batch normalized by its own statistics), 200 val images.", "",
+             "The tiny supernet of part 1 (trained for a few steps at 224 px) on another folder of the same 10 classes; "
+             f"{len(data.splits['calib'])} calibration images in one batch vs batches of 40 and 10 (pooled sums; each batch "
+             "normalized by its own statistics), 200 val images.", "",
              "| member | batch | top-1 (%) | loss | Δ loss vs one batch | loss bootstrap sd |", "|---|---|---|---|---|---|"]
     for label, arch in (("largest", net.largest()), ("smallest", net.smallest())):
         base = None
@@ -222,7 +223,7 @@ def main() -> None:
         body += loader_part(work)
         rate_lines, per_image = proxy_rates(work, work / "sn" / "supernet.pt")
         body += rate_lines
-        body += pooled_bn_part(work / "sn" / "supernet.pt", work / "imgs")
+        body += pooled_bn_part(work / "sn" / "supernet.pt", work)
         body += projection(per_image)
     body.append(f"Whole run: {time.time() - started:.0f} s.")
     RESULTS.mkdir(exist_ok=True)

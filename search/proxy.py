@@ -192,7 +192,7 @@ class SupernetProxy:
     name = "supernet"
 
     def __init__(self, supernet: Supernet, calib: ImageSplit, val: ImageSplit, device: torch.device | str = "cpu",
-                 memory_bytes: int = 1 << 30, precision: Optional[Precision] = None,
+                 memory_bytes: int = 512 << 20, precision: Optional[Precision] = None,
                  cache_path: Optional[str | os.PathLike] = None, cache_key: str = "") -> None:
         self.device = torch.device(device)
         self.net = supernet.to(self.device).eval()
@@ -212,7 +212,7 @@ class SupernetProxy:
     @classmethod
     def from_data(cls, supernet: Supernet, data: Data, calib_images: Optional[int] = None, val_images: Optional[int] = None,
                   cache_path=None, cache_key: str = "", device: torch.device | str = "cpu", batch_size: int = 500,
-                  memory_mb: float = 1024, precision: Optional[Precision] = None, seed: int = 0) -> "SupernetProxy":
+                  memory_mb: float = 512, precision: Optional[Precision] = None, seed: int = 0) -> "SupernetProxy":
         """A proxy over ``data``'s calibration split and search split (held-out training images, else val);
         ``calib_images`` / ``val_images`` take a seeded, class-balanced part (None: the whole split)."""
         device = torch.device(device)

@@ -1,6 +1,7 @@
 """Image transforms written in torch (no torchvision): random resized crop, flip, normalize,
-resize + center crop. Each takes a (C, H, W) tensor - float in [0, 1], or uint8 as decoded, converted
-to float only after cropping - and a torch.Generator. ``min_short_side`` tells a source the smallest
+resize + center crop. Each takes a (C, H, W) tensor - float in [0, 1], or uint8 as decoded (resized
+as uint8 by torch's SIMD kernel, converted to float only after the final crop) - and a
+torch.Generator. ``min_short_side`` tells a source the smallest
 image the transform needs (None: full resolution; the random-resized crop at scale 0.08 needs it)."""
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ def to_float(img: torch.Tensor) -> torch.Tensor:
 
 
 def resize(img: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear resize (antialiased when shrinking) of a (C, H, W) tensor."""
+    """Bilinear resize (antialiased when shrinking) of a (C, H, W) tensor, float or uint8 (rounded)."""
     if tuple(img.shape[-2:]) == tuple(size):
         return img
     shrink = size[0] < img.shape[-2] or size[1] < img.shape[-1]
@@ -46,7 +47,7 @@ def random_resized_crop(
         if 0 < cw <= w and 0 < ch <= h:
             top = int(torch.randint(0, h - ch + 1, (1,), generator=gen))
             left = int(torch.randint(0, w - cw + 1, (1,), generator=gen))
-            return resize(to_float(img[:, top : top + ch, left : left + cw]), (size, size))
+            return to_float(resize(img[:, top : top + ch, left : left + cw], (size, size)))
     in_ratio = w / h
     if in_ratio < ratio[0]:
         cw, ch = w, int(round(w / ratio[0]))
@@ -55,7 +56,7 @@ def random_resized_crop(
     else:
         cw, ch = w, h
     top, left = (h - ch) // 2, (w - cw) // 2
-    return resize(to_float(img[:, top : top + ch, left : left + cw]), (size, size))
+    return to_float(resize(img[:, top : top + ch, left : left + cw], (size, size)))
 
 
 def resize_center_crop(img: torch.Tensor, size: int, crop_pct: float = 1.0) -> torch.Tensor:
@@ -66,9 +67,9 @@ def resize_center_crop(img: torch.Tensor, size: int, crop_pct: float = 1.0) -> t
         nh, nw = short, max(short, int(round(w * short / h)))
     else:
         nw, nh = short, max(short, int(round(h * short / w)))
-    img = resize(to_float(img), (nh, nw))
+    img = resize(img, (nh, nw))
     top, left = (nh - size) // 2, (nw - size) // 2
-    return img[:, top : top + size, left : left + size]
+    return to_float(img[:, top : top + size, left : left + size])
 
 
 def normalize(img: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
