@@ -21,11 +21,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from search.export_cli import check_output_dir  # noqa: E402
 from search.results import arch_of, best_trial, completed, load_study, pareto, read_run, slimming_path, trials_frame  # noqa: E402
 from supernet.elastic import Supernet  # noqa: E402
 from supernet.errors import UserError  # noqa: E402
-from supernet.io_utils import atomic_torch_save, atomic_write, atomic_write_text  # noqa: E402
+from supernet.io_utils import atomic_torch_save, atomic_write, atomic_write_text, check_output_dir  # noqa: E402
 from supernet.onnx_export import check_onnx_parity, export_onnx  # noqa: E402
 
 

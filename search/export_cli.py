@@ -10,10 +10,11 @@ import argparse
 from pathlib import Path
 from typing import NoReturn, Optional, Sequence
 
+from search.export_arch import add_arch_parser
 from supernet.arch import ArchConfig
 from supernet.convert import SOURCES, convert_state_dict, load_converted, read_checkpoint
 from supernet.errors import UserError, report_user_errors
-from supernet.io_utils import atomic_torch_save, check_parents, safe_torch_load
+from supernet.io_utils import atomic_torch_save, check_output, safe_torch_load
 from supernet.model import EfficientFormerV2, build_model
 from supernet.onnx_export import DEFAULT_OPSET, DYNAMO_MIN_OPSET, EXPORTERS, MAX_OPSET, MIN_OPSET, check_onnx_parity, export_onnx
 
@@ -39,25 +40,6 @@ def load_network(arch: Optional[str], weights: Optional[str], source: str, image
     if weights:
         load_converted(model, convert_state_dict(read_checkpoint(weights), source), weights)
     return model.eval()
-
-
-def check_output_dir(out: Path, flag: str = "--out") -> Path:
-    """Refuse an output directory that is a file or lies under one (before any work)."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{flag}: {out} is a file; give a directory")
-    return check_parents(out, UserError, flag)
-
-
-def check_output(out: Path, *inputs: Optional[str]) -> Path:
-    """Refuse an output path that is an input, a directory, or under a regular file (before any work)."""
-    out = Path(out)
-    for given in inputs:
-        if given and Path(given).exists() and out.exists() and out.resolve() == Path(given).resolve():
-            raise UserError(f"--out: {out} is also an input; choose another output path")
-    if out.is_dir():
-        raise UserError(f"--out: {out} is a directory; give a file path")
-    return check_parents(out, UserError, "--out")
 
 
 def cmd_convert(args: argparse.Namespace) -> None:
@@ -119,8 +101,6 @@ def build_parser() -> argparse.ArgumentParser:
                         "(same graph and latency under onnxruntime: experiments/results/bench_exporters.md)")
     p.add_argument("--no-check", action="store_true", help="skip the onnxruntime parity check")
     p.set_defaults(func=cmd_onnx)
-
-    from search.export_arch import add_arch_parser
 
     add_arch_parser(sub)
     return parser

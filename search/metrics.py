@@ -42,6 +42,15 @@ class Metrics:
         return dataclasses.asdict(self)
 
 
+PARETO_DIRECTIONS = ["maximize", "minimize", "minimize"]  # top1, latency_ms, params_m
+PARETO_METRICS = ["top1", "latency_ms", "params_m"]
+
+
+def pareto_values(m: Metrics) -> list[float]:
+    """A candidate's objective values in a Pareto study: top-1 (max), latency ms and M params (min)."""
+    return [m.top1, m.latency_ms, m.params / 1e6]
+
+
 def deploy_costs(arch: ArchConfig, lut: LatencyLUT, mes_cfg: MESConfig) -> tuple[float, int, int, float]:
     """(latency ms, params, MACs, MES) of ``arch`` in the LUT's deployment context."""
     deployed = lut.in_context(arch)

@@ -32,7 +32,9 @@ from typing import Any, Callable, Optional, Sequence
 from tqdm import tqdm
 
 from search.budgets import Budget
-from search.metrics import CandidateEvaluator, Metrics
+from search.metrics import CandidateEvaluator, Metrics, pareto_values, trial_attrs
+from search.params import distributions, params_of
+from search.results import completed
 from supernet.arch import ArchConfig
 from supernet.errors import UserError
 from supernet.space import SearchSpace
@@ -294,10 +296,6 @@ def record_candidates(study: Any, space: SearchSpace, budget: Budget) -> Callabl
     those a previous, interrupted run already recorded)."""
     import optuna
 
-    from search.metrics import trial_attrs
-    from search.params import distributions, params_of
-    from search.results import completed
-    from search.strategies import pareto_values
 
     dists = distributions(space)
     seen = {t.user_attrs.get("slim_key") for t in completed(study)}

@@ -13,15 +13,12 @@ from typing import Any, Callable, Mapping, Optional
 
 import optuna
 
-from search.metrics import Metrics
+from search.metrics import PARETO_DIRECTIONS, PARETO_METRICS, Metrics, pareto_values
+from search.slimming import SlimmingSettings, record_candidates, slim
+from search.worker import run_worker
 from supernet.errors import UserError
 
-PARETO_DIRECTIONS = ["maximize", "minimize", "minimize"]  # top1, latency_ms, params_m
-PARETO_METRICS = ["top1", "latency_ms", "params_m"]
-
-
-def pareto_values(m: Metrics) -> list[float]:
-    return [m.top1, m.latency_ms, m.params / 1e6]
+__all__ = ["PARETO_DIRECTIONS", "PARETO_METRICS", "pareto_values", "Strategy", "SearchContext", "get_strategy"]
 
 
 @dataclasses.dataclass
@@ -44,8 +41,6 @@ class SearchContext:
 
 def run_sampler(strategy: "Strategy", study: optuna.Study, ctx: SearchContext) -> list[dict[str, Any]]:
     """A sampler strategy: ask/tell until the study holds ``search.n_trials`` complete trials (over all workers)."""
-    from search.worker import run_worker
-
     assert strategy.make_sampler is not None
     seed = ctx.seed + 1000 * ctx.worker + len(study.get_trials(deepcopy=False))
     study.sampler = strategy.make_sampler(ctx.settings, seed)
@@ -56,7 +51,6 @@ def run_sampler(strategy: "Strategy", study: optuna.Study, ctx: SearchContext) -
 
 def run_slimming(strategy: "Strategy", study: optuna.Study, ctx: SearchContext) -> list[dict[str, Any]]:
     """The paper's slimming path; every evaluated candidate becomes a COMPLETE trial. Returns the path."""
-    from search.slimming import SlimmingSettings, record_candidates, slim
 
     settings = SlimmingSettings.from_config(ctx.settings)
     path = slim(ctx.space, ctx.evaluator, ctx.budget, ctx.context, settings,

@@ -10,7 +10,7 @@ and never evaluated).
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Protocol
 
 import optuna
 from optuna.storages import BaseStorage
@@ -18,10 +18,9 @@ from optuna.trial import TrialState
 from tqdm import tqdm
 
 from search.budgets import Budget
-from search.metrics import CandidateEvaluator, trial_attrs
+from search.metrics import CandidateEvaluator, Metrics, trial_attrs
 from search.params import suggest_arch
 from search.storage import SURPLUS, Heartbeat, StaleWatch, trial_id
-from search.strategies import Strategy
 from supernet.space import SearchSpace
 
 LIVE = (TrialState.COMPLETE, TrialState.RUNNING)
@@ -33,7 +32,15 @@ def _live(study: optuna.Study) -> tuple[int, list[int]]:
     return sum(t.state == TrialState.COMPLETE for t in trials), sorted(t.number for t in trials)
 
 
-def run_worker(study: optuna.Study, storage: BaseStorage, strategy: Strategy, space: SearchSpace,
+class Objective(Protocol):
+    """What a worker needs of its strategy (a :class:`search.strategies.Strategy` is one)."""
+
+    name: str
+
+    def values(self, m: Metrics) -> list[float]: ...
+
+
+def run_worker(study: optuna.Study, storage: BaseStorage, strategy: Objective, space: SearchSpace,
                evaluator: CandidateEvaluator, budget: Budget, n_trials: int, context: dict[str, Any],
                heartbeat_s: float = 5.0, grace_s: float = 30.0, poll_s: float = 1.0, progress: bool = True) -> int:
     """Work on ``study`` (held in ``storage``) until it has ``n_trials`` COMPLETE trials; returns how many this

@@ -15,7 +15,7 @@ import os
 import stat
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Optional
 
 _WRITE_ERRNOS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
                  errno.EACCES: "permission denied", errno.EPERM: "operation not permitted",
@@ -84,6 +84,29 @@ def check_parents(out: str | os.PathLike, error: type[Exception], flag: str) -> 
         if parent.exists() and not parent.is_dir():
             raise error(f"{flag}: {parent} is a file, so {out} cannot be written")
     return out
+
+
+def check_output_dir(out: str | os.PathLike, flag: str = "--out") -> Path:
+    """Refuse an output directory that is a file or lies under one (before any work)."""
+    from supernet.errors import UserError
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{flag}: {out} is a file; give a directory")
+    return check_parents(out, UserError, flag)
+
+
+def check_output(out: str | os.PathLike, *inputs: Optional[str], flag: str = "--out") -> Path:
+    """Refuse an output file path that is an input, a directory, or under a regular file (before any work)."""
+    from supernet.errors import UserError
+
+    out = Path(out)
+    for given in inputs:
+        if given and Path(given).exists() and out.exists() and out.resolve() == Path(given).resolve():
+            raise UserError(f"{flag}: {out} is also an input; choose another output path")
+    if out.is_dir():
+        raise UserError(f"{flag}: {out} is a directory; give a file path")
+    return check_parents(out, UserError, flag)
 
 
 class LockBusy(Exception):

@@ -109,6 +109,25 @@ def test_slimming_meets_budget_records_candidates_and_resumes(assets, tmp_path):
     assert again["best_trial"] == rec["best_trial"] and again["trials"] == rec["trials"]
 
 
+@pytest.mark.slow
+def test_racing_screens_out_candidates_and_keeps_partial_scores_out_of_the_cache(assets, tmp_path):
+    """race_z=inf keeps every candidate (the exhaustive path, evaluation for evaluation); race_z=0 confirms
+    fewer on the whole split, and what it only screened is neither cached nor recorded as a trial."""
+    lut = LatencyLUT.load(assets / "tiny.parquet")
+    lo, hi = (lut.predict(lut.in_context(a)) for a in (TINY.smallest(), TINY.largest()))
+    common = [f"budget.latency_ms={round(lo + 0.3 * (hi - lo), 4)}", "budget=none", "storage=memory", "proxy.cache=null",
+              "proxy.val_images=120", "proxy.batch_size=24"]
+    runs = {}
+    for label, extra in (("exhaustive", []), ("wide", ["search.race=true", "search.race_z=1e9"]),
+                         ("tight", ["search.race=true", "search.race_z=0", "search.screen_fraction=0.2"])):
+        runs[label] = run_search(compose("eformer_search", overrides(assets, tmp_path / label, *common, *extra)))
+    ex, wide, tight = runs["exhaustive"], runs["wide"], runs["tight"]
+    assert wide["path"] == ex["path"] and wide["evaluations"] == ex["evaluations"] and wide["screenings"] > 0
+    assert tight["evaluations"] < ex["evaluations"] and tight["screenings"] > 0 and ex["screenings"] == 0
+    assert tight["trials"] < ex["trials"]  # screened-out candidates are not trials with partial scores
+    assert tight["best"]["feasible"]
+
+
 def test_sampler_strategies_in_memory(assets, tmp_path):
     for strat in ("nsga2", "tpe", "mes", "random"):
         rec = run_search(compose("eformer_search", overrides(
