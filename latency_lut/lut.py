@@ -104,9 +104,25 @@ class LatencyLUT:
     """Per-signature latencies of one device, space and image size."""
 
     def __init__(self, table: pd.DataFrame, meta: dict[str, Any]) -> None:
-        self.table = table.reset_index(drop=True)
+        self._table = table.reset_index(drop=True)
         self.meta = meta
         self._index()
+
+    @property
+    def table(self) -> pd.DataFrame:
+        """The entries. Whoever takes the table may change it in place, so the index is rebuilt before the
+        next lookup (internal code reads ``_table`` and keeps the index)."""
+        self._stale = True
+        return self._table
+
+    @table.setter
+    def table(self, table: pd.DataFrame) -> None:
+        self._table = table.reset_index(drop=True)
+        self._stale = True
+
+    def _fresh(self) -> None:
+        if self._stale:
+            self._index()
 
     @property
     def statistic(self) -> str:
@@ -114,14 +130,15 @@ class LatencyLUT:
         return self.meta.get("statistic", "median")
 
     def _index(self) -> None:
-        values = self.table[STATISTICS[self.statistic]].astype(float)
-        if "anchor_ms" in self.table.columns and len(self.table) and self.table["anchor_ms"].notna().all():
-            anchor = self.table["anchor_ms"].astype(float)
+        values = self._table[STATISTICS[self.statistic]].astype(float)
+        if "anchor_ms" in self._table.columns and len(self._table) and self._table["anchor_ms"].notna().all():
+            anchor = self._table["anchor_ms"].astype(float)
             values = values * (float(anchor.median()) / anchor)  # the batch's drift divided out
         self._values = values
+        self._stale = False
         self._ms: dict[BlockSignature, float] = {
             interned(BlockSignature(*row)): float(v)
-            for row, v in zip(self.table[SIG_COLUMNS].itertuples(index=False, name=None), values)
+            for row, v in zip(self._table[SIG_COLUMNS].itertuples(index=False, name=None), values)
         }
         cal = from_stored(self.meta.get("calibration") or {"model": "sum", "a": 1.0, "b": 0.0})
         self.a, self.b = float(cal["a"]), float(cal["b"])
@@ -142,21 +159,23 @@ class LatencyLUT:
         return arch.replace(**self.context)
 
     def __len__(self) -> int:
-        return len(self.table)
+        return len(self._table)
 
     # ------------------------------------------------------------------ prediction
     def add(self, entries: Sequence[tuple[BlockSignature, Mapping[str, float]]]) -> None:
         """Append measured entries (signature, statistics); re-indexed once, as the anchor's median moves."""
         rows = [{**dataclasses.asdict(sig), "key": sig.key, **stats, "params": sig.params, "macs": sig.macs}
                 for sig, stats in entries]
-        self.table = pd.concat([self.table, pd.DataFrame(rows)], ignore_index=True)
+        self._table = pd.concat([self._table, pd.DataFrame(rows)], ignore_index=True)
         self._index()
 
     def latency(self, sig: BlockSignature) -> float:
         """One entry's latency (ms) as predictions use it (drift-anchored statistic)."""
+        self._fresh()
         return self._ms[interned(sig)]
 
     def missing(self, arch: ArchConfig) -> list[str]:
+        self._fresh()
         return [s.key for s in arch_signatures(arch) if s not in self._ms]
 
     def _pieces(self, arch: ArchConfig) -> list[tuple[BlockSignature, float]]:
@@ -166,6 +185,7 @@ class LatencyLUT:
                 f"this LUT was built for image size {self.image_size}, not {arch.image_size} "
                 f"(build one with eformer-lut build image_size={arch.image_size}, or use lut.in_context(arch))"
             )
+        self._fresh()
         ms = self._ms
         try:
             return [(s, ms[s]) for s in arch_signatures(arch)]
@@ -201,7 +221,7 @@ class LatencyLUT:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        table = pa.Table.from_pandas(self.table, preserve_index=False)
+        table = pa.Table.from_pandas(self._table, preserve_index=False)
         # keep pandas' own schema entry (dtypes) beside ours
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), b"eformer_lut": json.dumps(self.meta).encode()})
 
@@ -210,7 +230,8 @@ class LatencyLUT:
 
         out = atomic_write(path, write)
         if csv:
-            table = self.table.assign(latency_ms=self._values)  # what predictions use (drift-anchored)
+            self._fresh()
+            table = self._table.assign(latency_ms=self._values)  # what predictions use (drift-anchored)
             atomic_write(Path(path).with_suffix(".csv"), lambda tmp: table.to_csv(tmp, index=False))
         return out
 

@@ -207,6 +207,7 @@ class SupernetProxy:
         self._screened: dict[tuple[str, int], Screening] = {}
         self._ref: Optional[ArchConfig] = None
         self._ref_stats: dict[str, torch.Tensor] = {}
+        self._weights = self._weights_version()
         self._load_cache()
 
     @classmethod
@@ -247,7 +248,26 @@ class SupernetProxy:
                 fh.write(line)
 
     def cached(self, arch: ArchConfig) -> Optional[dict[str, float]]:
+        self._check_weights()
         return self.cache.get(arch_hash(self.net.member(arch)))
+
+    def _weights_version(self) -> tuple[tuple[int, int], ...]:
+        """Storage and version counter of every parameter: ``load_state_dict``, ``load_member`` and any in-place
+        write change it (BN statistics are buffers, rewritten by every recalibration, and do not count)."""
+        return tuple((p.data_ptr(), p._version) for p in self.net.parameters())
+
+    def _check_weights(self) -> None:
+        """Forget what the supernet's old weights gave once they change in place: the scores (memory, and the
+        file cache, whose key names the weights of the supernet file) and the reference's stage inputs."""
+        now = self._weights_version()
+        if now == self._weights:
+            return
+        self._weights = now
+        self.cache.clear()
+        self._screened.clear()
+        self.cache_path = None
+        self._ref, self._ref_stats = None, {}
+        self.store.drop_where(lambda k: k[2] != IMAGES)
 
     # ------------------------------------------------------------------ inputs
     def _inputs(self, split: ImageSplit, level: int, batches: Optional[int] = None) -> Iterator[torch.Tensor]:
@@ -329,6 +349,7 @@ class SupernetProxy:
     def screen(self, arch: ArchConfig, fraction: float) -> Screening:
         """Per-image scores of ``arch`` on the first batches holding ``fraction`` of the split (a class-balanced
         part, the same images for every candidate); kept for this run only, never in the score cache."""
+        self._check_weights()
         arch = self.net.member(arch)
         k = self.screen_batches(fraction)
         key = (arch_hash(arch), k)
@@ -341,6 +362,7 @@ class SupernetProxy:
     def reference(self, arch: ArchConfig) -> dict[str, float]:
         """Evaluate ``arch`` fully and keep its stage inputs (within the memory budget) for incremental
         evaluation of its neighbours."""
+        self._check_weights()
         arch = self.net.member(arch)
         self.store.drop_where(lambda k: k[2] != IMAGES)
         self._ref = None
@@ -355,6 +377,7 @@ class SupernetProxy:
 
     def __call__(self, arch: ArchConfig) -> dict[str, float]:
         """Score of ``arch`` (cached; incremental when the reference shares its first stages)."""
+        self._check_weights()
         arch = self.net.member(arch)
         h = arch_hash(arch)
         if h in self.cache:

@@ -248,3 +248,19 @@ def test_subcommand_may_follow_hydra_flags(tmp_path):
     res = subprocess.run(["eformer-search", "--cfg", "job", "validate-proxy"], capture_output=True, text=True, cwd=tmp_path)
     assert res.returncode == 0 and "members: 10" in res.stdout, res.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_lut_index_follows_in_place_table_edits(tmp_path):
+    """Audit of the LUT's index: an edit of ``lut.table`` after loading is seen by the next prediction."""
+    from latency_lut.timing import Protocol
+    from supernet.space import SearchSpace
+
+    space = SearchSpace.load("tiny")
+    build_lut(space, OrtBackend(threads=1), tmp_path / "t.parquet", protocol=Protocol(warmup=0, repeats=2),
+              device_name="t", progress=False, image_size=64, num_classes=10, distillation=False)
+    lut = LatencyLUT.load(tmp_path / "t.parquet")
+    arch = lut.in_context(space.largest())
+    before = lut.predict(arch)
+    for column in ("median_ms", "q25_ms", "min_ms"):
+        lut.table[column] = lut.table[column] * 2
+    assert abs(lut.predict(arch) - 2 * before) < 1e-6 * before + 1e-9

@@ -104,3 +104,23 @@ def test_compute_device_setting():
     if not torch.cuda.is_available():
         with pytest.raises(UserError, match=r"^compute_device: 'cuda:0' needs a CUDA GPU, and this machine has none"):
             resolve_device("cuda:0")
+
+
+def test_proxy_forgets_scores_and_stage_inputs_when_the_weights_change(tmp_path):
+    """Audit of the proxy's caches: after load_member / an in-place write, a cached score or a reference's kept
+    stage inputs would describe the old weights; the proxy must score the new ones (equal to a fresh proxy)."""
+    data = build_data({"name": "digits", "calib_size": 90})
+    net = _net()
+    proxy = SupernetProxy.from_data(net, data, val_images=120, cache_path=tmp_path / "c.jsonl", cache_key="k")
+    rng = random.Random(5)
+    ref = net.space.sample(rng, **CTX)
+    other = ref.replace(stages=ref.stages[:3] + net.space.sample(rng, **CTX).stages[3:])
+    proxy.reference(ref)
+    before = proxy(other)
+    with torch.no_grad():
+        for p in net.stages[0].parameters():
+            p.mul_(0.5)  # the shared first stage changes: every kept stage input is stale
+    after = proxy(other)
+    fresh = SupernetProxy.from_data(net, data, val_images=120)(other)
+    assert after == fresh and after != before
+    assert len((tmp_path / "c.jsonl").read_text().splitlines()) == 2  # new weights are not written under the old key
