@@ -55,11 +55,13 @@ def cmd_onnx(args: argparse.Namespace) -> None:
     if args.image_size is not None and (args.image_size < 32 or args.image_size > 2048 or args.image_size % 32):
         raise UserError(f"--image-size: {args.image_size} is not a multiple of 32 between 32 and 2048 (omit it to keep "
                         "the architecture's)")
-    if args.out:
+    if args.out is not None:
+        if not args.out.strip():
+            raise UserError("--out: empty; give a file path (omit --out for <arch name>.onnx)")
         check_output(Path(args.out), args.weights)
     model = load_network(args.arch, args.weights, args.source, args.image_size)
     size = model.arch.image_size
-    out = check_output(Path(args.out or f"{model.arch.name}.onnx"), args.weights)
+    out = check_output(Path(args.out if args.out is not None else f"{model.arch.name}.onnx"), args.weights)
     diffs: list[float] = []
     parity = None if args.no_check else (lambda tmp: diffs.append(check_onnx_parity(model, tmp, name=out)))
     export_onnx(model, out, (1, 3, size, size), opset=args.opset, exporter=args.exporter, check=parity)

@@ -40,6 +40,8 @@ def test_user_errors_are_one_line_and_write_nothing(s0_fixture, tmp_path):
         (("onnx", "--arch", "s7", "--out", str(tmp_path / "x.onnx")), "neither a preset"),
         (("onnx", "--arch", "s0", "--image-size", "100", "--out", str(tmp_path / "x.onnx")), "--image-size: 100 is not a multiple of 32"),
         (("onnx", "--arch", "s0", "--opset", "13", "--out", str(tmp_path / "x.onnx")), "--opset: 13 is below"),
+        (("onnx", "--arch", "s0", "--image-size", "0", "--out", str(tmp_path / "x.onnx")), "--image-size: 0 is not a multiple"),
+        (("onnx", "--arch", "s0", "--out", ""), "--out: empty; give a file path"),
     ]
     for args, message in cases:
         res = run(*args)
