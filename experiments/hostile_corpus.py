@@ -422,6 +422,8 @@ def cases(assets: Path) -> list[Case]:
     for damage in ("undecodable", "truncated", "empty file", "text named .jpg", "empty class", "val class not in train", "no classes"):
         add(Case("image folders (224 px)", damage, folder, jpeg_folder(damage)))
     add(Case("image folders (224 px)", "unreadable images (another user)", folder, jpeg_folder("unreadable"), unprivileged=True))
+    add(Case("guarded reads", "run_dir in a directory the user cannot write (another user)", [*train, "run_dir=ro/out"],
+             lambda cwd, _: (cwd / "ro").mkdir(mode=0o755), unprivileged=True))
     add(Case("image folders (224 px)", "holdout over half of train", [*folder[:-2], "data.holdout=100"], jpeg_folder("none")))
     add(Case("image folders (224 px)", "holdout negative", [*folder, "data.holdout=-1"], jpeg_folder("none")))
     add(Case("image folders (224 px)", "num_workers negative", [*folder, "data.num_workers=-2"], jpeg_folder("none")))
@@ -454,8 +456,12 @@ def run_case(case: Case, assets: Path, work: Path, timeout: float) -> dict:
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     argv = case.argv
     if case.unprivileged and os.geteuid() == 0 and shutil.which("setpriv"):
-        for d in (cwd, work):
-            d.chmod(0o755)
+        work.chmod(0o755)
+        cwd.chmod(0o777)  # the other user's own working directory, and its own HOME (matplotlib caches fonts there)
+        home = work / "home-nobody"
+        home.mkdir(exist_ok=True)
+        home.chmod(0o777)
+        env["HOME"] = str(home)
         argv = [shutil.which("setpriv"), "--reuid=65534", "--regid=65534", "--clear-groups", *argv]
     try:
         res = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)

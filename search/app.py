@@ -37,7 +37,7 @@ from supernet.compute import resolve_device
 from supernet.data import build_data
 from supernet.elastic import Supernet
 from supernet.errors import UserError, report_user_errors, run_hydra_app
-from supernet.io_utils import atomic_write_text
+from supernet.io_utils import atomic_write_text, make_dir
 from supernet.train.precision import resolve_precision
 
 register_schemas()
@@ -79,7 +79,7 @@ def build_proxy(cfg: DictConfig, supernet: Supernet, supernet_digest: str):
                      sort_keys=True, default=str)
     cache = Path(p.cache) if p.get("cache") else None
     if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
+        make_dir(cache.parent, "proxy.cache")
     return SupernetProxy.from_data(supernet, data, p.calib_images, p.val_images, cache,
                                    hashlib.sha256(key.encode()).hexdigest()[:16], device=device,
                                    batch_size=int(p.batch_size), memory_mb=float(p.memory_mb), precision=precision)
@@ -164,7 +164,7 @@ def run_search(cfg: DictConfig) -> dict[str, Any]:
     digest = file_digest(supernet.source_path)
     proxy = build_proxy(cfg, supernet, digest)
     evaluator = CandidateEvaluator(proxy, lut, resolve_mes(OmegaConf.to_container(cfg.mes, resolve=True), lut))
-    run_dir.mkdir(parents=True, exist_ok=True)
+    make_dir(run_dir, "run_dir")
     settings = _settings(cfg, budget, space.hash, digest, lut)
     study_name = str(cfg.study_name) if cfg.study_name else default_study_name(name, budget, settings)
     print(f"eformer-search: {name} on {space.name} ({space.hash}), budget {budget.describe()}, "

@@ -24,7 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from search.results import arch_of, best_trial, completed, load_study, pareto, read_run, slimming_path, trials_frame  # noqa: E402
 from supernet.elastic import Supernet  # noqa: E402
 from supernet.errors import UserError  # noqa: E402
-from supernet.io_utils import atomic_torch_save, atomic_write, atomic_write_text, check_output_dir  # noqa: E402
+from supernet.io_utils import atomic_torch_save, atomic_write, atomic_write_text, check_output_dir, make_dir  # noqa: E402
 from supernet.onnx_export import check_onnx_parity, export_onnx  # noqa: E402
 
 
@@ -129,7 +129,7 @@ def export_arch(run_dir: str | Path, which: str | int = "best", out: str | Path 
     study = load_study(run)
     chosen = choose_trials(study, run, which)
     target = check_output_dir(Path(out) if out else Path(run_dir) / "export")
-    target.mkdir(parents=True, exist_ok=True)
+    make_dir(target, "--out")
     supernet = Supernet.load(run["supernet"])
     entries = [export_trial(t, run, supernet, target, onnx) for t in chosen]
     if which == "best":

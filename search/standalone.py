@@ -17,7 +17,7 @@ from omegaconf.errors import OmegaConfBaseException
 from conf.schemas import TrainApp
 from supernet.arch import ArchConfig
 from supernet.errors import UserError
-from supernet.io_utils import atomic_write_text
+from supernet.io_utils import atomic_write_text, make_dir
 
 # settings of the supernet's run that do not carry over to a standalone run
 _NOT_RECIPE = ("finetune.", "train.init_from", "train.eval_presets", "train.progress", "train.threads", "compute_device")
@@ -43,7 +43,7 @@ def standalone_config(train_config: Mapping[str, Any], arch: ArchConfig, run_dir
                       threads: Optional[int] = None, progress: bool = False, compute_device: str = "auto") -> DictConfig:
     """The eformer-train config that trains ``arch`` alone from scratch with the supernet's recipe."""
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    make_dir(run_dir, "run_dir")
     arch_file = run_dir / "arch.yaml"
     if not arch_file.is_file():
         atomic_write_text(arch_file, arch.to_yaml())

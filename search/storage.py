@@ -36,7 +36,9 @@ def storage_url(cfg: Mapping[str, Any], run_dir: Path) -> str:
     path (``optuna --storage`` and ``optuna-dashboard`` take both as they are), or ``memory:``."""
     kind = cfg.get("kind")
     if kind in ("sqlite", "journal"):
-        name = cfg.get("file") or ("study.db" if kind == "sqlite" else "study.journal")
+        name = cfg.get("file")
+        if name is None:
+            name = "study.db" if kind == "sqlite" else "study.journal"
         if URL_SCHEME.match(str(name)) or not str(name).strip() or str(name).endswith("/"):
             raise UserError(f"storage.file: {name!r} is not a file path (storage={kind} keeps the study in a file under "
                             "run_dir; a server's URL goes in storage=url storage.url=...)")

@@ -36,7 +36,7 @@ from supernet.compute import resolve_device
 from supernet.data import build_data
 from supernet.elastic import Supernet
 from supernet.errors import UserError, report_user_errors
-from supernet.io_utils import atomic_write, atomic_write_text
+from supernet.io_utils import atomic_write, atomic_write_text, make_dir
 from supernet.signatures import count_params
 
 register_schemas()
@@ -114,7 +114,7 @@ def run_validate_proxy(cfg: DictConfig) -> dict[str, Any]:
         raise UserError(f"{supernet.source_path}: records no training data (train it with eformer-train)")
     members = stratified_members(supernet, lut, int(cfg.members), int(cfg.pool), int(cfg.seed))
     run_dir = Path(cfg.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    make_dir(run_dir, "run_dir")
     proxy = SupernetProxy.from_data(supernet, build_data(data_cfg), device=device)
     rows: list[dict[str, Any]] = []
     bar = tqdm(members, desc="validate-proxy (standalone training)", unit="member", disable=not cfg.progress,

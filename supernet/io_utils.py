@@ -86,6 +86,19 @@ def check_parents(out: str | os.PathLike, error: type[Exception], flag: str) -> 
     return out
 
 
+def make_dir(path: str | os.PathLike, key: str) -> Path:
+    """Create the directory ``path`` (and its parents) or raise one line naming ``key`` and why it cannot be."""
+    from supernet.errors import UserError
+
+    p = Path(path)
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        why = _WRITE_ERRNOS.get(exc.errno or 0) or (exc.strerror or type(exc).__name__).lower()
+        raise UserError(f"{key}: cannot create {p} ({why})") from None
+    return p
+
+
 def check_output_dir(out: str | os.PathLike, flag: str = "--out") -> Path:
     """Refuse an output directory that is a file or lies under one (before any work)."""
     from supernet.errors import UserError

@@ -21,7 +21,7 @@ from supernet.data import build_data
 from supernet.elastic import Supernet
 from supernet.errors import UserError
 from supernet.evaluation import evaluate_member
-from supernet.io_utils import atomic_torch_save, atomic_write_text
+from supernet.io_utils import atomic_torch_save, atomic_write_text, make_dir
 from supernet.layers import LayerScale
 from supernet.signatures import count_macs, count_params
 from supernet.space import SearchSpace
@@ -87,7 +87,7 @@ class Trainer:
         self.precision = resolve_precision(t.precision, info.device)
         self.data = build_data(self.data_cfg)
         self.space = SearchSpace.from_dict(self.space_cfg)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        make_dir(self.run_dir, "run_dir")
         self.context = {"image_size": self.data.cfg.image_size, "num_classes": self.data.num_classes,
                         "distillation": t.distillation}
         state = load_training_checkpoint(self.run_dir, self.flat)
