@@ -51,7 +51,7 @@ def test_imagefolder_224_end_to_end(tmp_path):
     out = run("eformer-export", "onnx", "--weights", "ft/model.pt", "--out", "found.onnx", cwd=tmp_path)
     assert "input 1x3x224x224" in out
     onnx.checker.check_model(str(tmp_path / "found.onnx"))
-    assert time.time() - started < 180  # about 80 s on a 2-core AMD EPYC VM
+    assert time.time() - started < 240  # 75 s on an idle 2-core AMD EPYC family-25 VM; the bound allows a loaded one
 
 
 @pytest.mark.slow

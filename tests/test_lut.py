@@ -250,6 +250,7 @@ def test_subcommand_may_follow_hydra_flags(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_lut_index_follows_in_place_table_edits(tmp_path):
     """Audit of the LUT's index: an edit of ``lut.table`` after loading is seen by the next prediction."""
     from latency_lut.timing import Protocol
