@@ -47,6 +47,7 @@ def _net(space: str = "tiny", seed: int = 0) -> Supernet:
     return randomize_stats(Supernet(space, **CTX))
 
 
+@pytest.mark.slow
 def test_memory_budget_changes_nothing_but_what_is_kept():
     """One proxy keeps everything, the other one batch of images: reference, incremental and full
     evaluations give identical scores, and the small one never holds more than its budget."""
@@ -106,6 +107,7 @@ def test_compute_device_setting():
             resolve_device("cuda:0")
 
 
+@pytest.mark.slow
 def test_proxy_forgets_scores_and_stage_inputs_when_the_weights_change(tmp_path):
     """Audit of the proxy's caches: after load_member / an in-place write, a cached score or a reference's kept
     stage inputs would describe the old weights; the proxy must score the new ones (equal to a fresh proxy)."""
