@@ -118,17 +118,15 @@ def exclusive_writer(out: Path) -> Iterator[None]:
     if out.is_dir():
         raise LUTError(f"out: {out} is a directory; give a .parquet file path")
     check_parents(out, LUTError, "out")
-    try:
-        lock.parent.mkdir(parents=True, exist_ok=True)
-        held = file_lock(lock, blocking=False)
-        held.__enter__()
-    except LockBusy:
-        raise LUTError(f"{out}: another eformer-lut build is writing this file; wait for it (a rerun then "
-                       "resumes where it stopped) or give another out=...") from None
-    except OSError as exc:
-        raise LUTError(f"out: cannot write beside {out} ({exc.strerror})") from None
     with contextlib.ExitStack() as stack:
-        stack.push(held)
+        try:  # only taking the lock is translated here; errors of the build itself pass through
+            lock.parent.mkdir(parents=True, exist_ok=True)
+            stack.enter_context(file_lock(lock, blocking=False))
+        except LockBusy:
+            raise LUTError(f"{out}: another eformer-lut build is writing this file; wait for it (a rerun then "
+                           "resumes where it stopped) or give another out=...") from None
+        except OSError as exc:
+            raise LUTError(f"out: cannot write beside {out} ({exc.strerror})") from None
         yield
 
 
