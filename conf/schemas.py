@@ -151,6 +151,8 @@ class TrainSchema:
     eval_presets: List[str] = setting(["s0", "s1", "s2", "l"], subset_of=("s0", "s1", "s2", "l"))
     seed: int = 0
     precision: str = setting("fp32", choices=("fp32", "bf16", "fp16"))
+    channels_last: bool = True
+    fused_optimizer: bool = True
     threads: Optional[int] = setting(None, ge=1)
     progress: bool = True
     init_from: Optional[InitFromSchema] = None

@@ -21,6 +21,54 @@ from torch import nn
 from supernet.bn_calibration import calibration_batch_norm
 
 
+class _ChannelsLastBatchNorm(torch.autograd.Function):
+    """Training-mode batch norm of a channels-last (B, C, H, W) input (or a 1x1 map), seen as (B*H*W, C) rows.
+
+    PyTorch's own channels-last CPU kernel takes the variance from running sums of x and x**2, which loses
+    digits where a channel's mean is large next to its spread: 16x the contiguous kernel's gradient error
+    against float64 in a sandwich step (experiments/results/bench_training.md). Here the variance is taken
+    about the mean (two passes) and the backward is the textbook one, all column sums over rows that lie
+    contiguous in memory. Returns (output, batch mean, biased batch variance).
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, eps: float):
+        B, C, H, W = x.shape
+        rows = x.permute(0, 2, 3, 1).reshape(-1, C)
+        mean = rows.mean(0)
+        centered = rows - mean
+        var = centered.square().mean(0)
+        invstd = torch.rsqrt(var + eps)
+        ctx.save_for_backward(centered, invstd, weight)
+        out = torch.addcmul(bias, centered, invstd * weight)
+        return out.view(B, H, W, C).permute(0, 3, 1, 2), mean, var
+
+    @staticmethod
+    def backward(ctx, grad, _gmean, _gvar):
+        centered, invstd, weight = ctx.saved_tensors
+        B, C, H, W = grad.shape
+        g = grad.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1).reshape(-1, C)
+        n = g.shape[0]
+        gb = g.sum(0)
+        gc = (g * centered).sum(0)  # d/d(xhat) summed, times the std
+        scale = invstd * weight
+        gx = torch.addcmul((gb * (-scale / n)).expand_as(g), g, scale.expand_as(g))
+        gx.addcmul_(centered, gc * (-scale * invstd * invstd / n))
+        return gx.view(B, H, W, C).permute(0, 3, 1, 2), gc * invstd, gb, None
+
+
+def _channels_last_batch_norm(x: torch.Tensor, bn: nn.BatchNorm2d, channels: int, momentum: float) -> torch.Tensor:
+    """Training-mode BN of a channels-last ``x`` (:class:`_ChannelsLastBatchNorm`); running statistics as F.batch_norm
+    updates them (the unbiased variance)."""
+    out, mean, var = _ChannelsLastBatchNorm.apply(x, bn.weight[:channels], bn.bias[:channels], bn.eps)
+    if bn.running_mean is not None and bn.running_var is not None and momentum:
+        n = x.numel() // channels
+        with torch.no_grad():
+            bn.running_mean[:channels].lerp_(mean, momentum)
+            bn.running_var[:channels].lerp_(var * (n / max(n - 1, 1)), momentum)
+    return out
+
+
 def sliced_batch_norm(x: torch.Tensor, bn: nn.BatchNorm2d, channels: int) -> torch.Tensor:
     """BatchNorm over the first ``channels`` channels of ``bn``; running statistics update in place.
 
@@ -36,6 +84,9 @@ def sliced_batch_norm(x: torch.Tensor, bn: nn.BatchNorm2d, channels: int) -> tor
         bn.num_batches_tracked.add_(1)
         momentum = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
     use_batch_stats = bn.training or bn.running_mean is None
+    if use_batch_stats and torch.is_grad_enabled() and x.is_contiguous(memory_format=torch.channels_last) \
+            and x.dtype == bn.weight.dtype:  # channels-last maps, and 1x1 maps of either layout
+        return _channels_last_batch_norm(x, bn, channels, momentum)
     return F.batch_norm(
         x,
         bn.running_mean[:channels] if bn.running_mean is not None else None,
@@ -78,14 +129,23 @@ def _tiny_weight_grad(x: torch.Tensor, grad: torch.Tensor, stride: int) -> torch
     return torch.stack(taps, 1).view(C, 1, 3, 3)
 
 
+def _channels_last(x: torch.Tensor) -> bool:
+    """True where ``x`` (B, C, H, W) is stored channels-last and not also plain contiguous (maps of one pixel)."""
+    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
 def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stride, padding) -> torch.Tensor:
-    """F.conv2d, with two training-time shortcuts (the fused convolution backward is slow there):
-    the bias is added separately (its gradient becomes a plain sum), and a 1x1 conv on a map of at
-    most TINY_MAP pixels runs as a matrix product."""
+    """F.conv2d, with training-time shortcuts (the fused convolution backward is slow there): a 1x1 conv
+    on a channels-last input runs as one linear layer over the pixels (training's default layout:
+    ``train.channels_last``); otherwise the bias is added separately (its gradient becomes a plain sum),
+    and a 1x1 conv on a map of at most TINY_MAP pixels runs as a matrix product."""
     if not (torch.is_grad_enabled() and bias.requires_grad):
         return F.conv2d(x, weight, bias, stride, padding)
     B, C, H, W = x.shape
-    if weight.shape[2:] == (1, 1) and H * W <= TINY_MAP and tuple(stride) == (1, 1):
+    pointwise = weight.shape[2:] == (1, 1) and tuple(stride) == (1, 1)
+    if pointwise and _channels_last(x):  # (B, H, W, C) in memory: one GEMM with the bias, no layout copies
+        return F.linear(x.permute(0, 2, 3, 1), weight.reshape(weight.shape[0], C), bias).permute(0, 3, 1, 2)
+    if pointwise and H * W <= TINY_MAP:
         out = torch.matmul(weight.reshape(weight.shape[0], C), x.reshape(B, C, H * W)) + bias.view(1, -1, 1)
         return out.view(B, -1, H, W)
     return F.conv2d(x, weight, None, stride, padding) + bias.view(1, -1, 1, 1)
@@ -126,8 +186,9 @@ class _DepthwiseConv3x3(torch.autograd.Function):
         tiny = grad.shape[2] * grad.shape[3] <= TINY_MAP
         gx = gw = gb = None
         if need_x or (need_w and not tiny):
+            layout = torch.channels_last if _channels_last(x) else torch.contiguous_format
             gx, gw, _ = torch.ops.aten.convolution_backward(
-                grad.contiguous(), x, weight, None, [s, s], [1, 1], [1, 1], False, [0, 0], x.shape[1],
+                grad.contiguous(memory_format=layout), x, weight, None, [s, s], [1, 1], [1, 1], False, [0, 0], x.shape[1],
                 [need_x, need_w and not tiny, False],
             )
         if need_w and tiny:
@@ -218,8 +279,7 @@ class ConvNorm(nn.Module):
         else:
             x = conv2d(x, weight, bias, conv.stride, conv.padding)
         if bn is not None and not fold:
-            full = weight.shape[0] == bn.num_features and getattr(bn, "_calibration", None) is None
-            x = bn(x) if full else sliced_batch_norm(x, bn, weight.shape[0])
+            x = sliced_batch_norm(x, bn, weight.shape[0])
         return gelu(x) if self.act else x
 
     @torch.no_grad()

@@ -56,3 +56,59 @@ def test_depthwise_under_bf16_autocast(size, stride):
     F.conv2d(x, w, b, stride, 1, 1, 8).square().sum().backward()
     for g, t in zip(got, (x, w, b)):
         assert torch.allclose(g, t.grad, rtol=0.05, atol=0.05 * float(t.grad.abs().max()))
+
+
+@pytest.mark.parametrize("size", [1, 2, 8])
+def test_conv2d_channels_last_linear_path(size):
+    x = torch.randn(3, 6, size, size, dtype=torch.float64).contiguous(memory_format=torch.channels_last).requires_grad_()
+    w = torch.randn(4, 6, 1, 1, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, w, b: conv2d(x, w, b, (1, 1), (0, 0)), (x, w, b))
+    out = conv2d(x, w, b, (1, 1), (0, 0))
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(out, F.conv2d(x, w, b), atol=1e-10)
+
+
+def _bn_outputs(x, bn):
+    from supernet.layers import sliced_batch_norm
+
+    x = x.detach().clone().requires_grad_()
+    out = sliced_batch_norm(x, bn, bn.num_features)
+    out.backward(torch.sin(torch.arange(out.numel(), dtype=out.dtype)).view(out.shape))
+    return out.detach().double(), x.grad.double(), bn.weight.grad.double(), bn.bias.grad.double()
+
+
+@pytest.mark.parametrize("size", [1, 2, 8])
+def test_channels_last_batch_norm_is_the_contiguous_one(size):
+    """The training BN of channels-last maps (and 1x1 maps): output, input/weight/bias gradients and running
+    statistics as F.batch_norm on the contiguous layout, and no further from float64 (the native channels-last
+    kernel loses digits where a channel's mean is large next to its spread)."""
+    from supernet.layers import _ChannelsLastBatchNorm
+
+    torch.manual_seed(size)
+    x = torch.randn(64, 12, size, size) * 0.5 + 6.0
+    x64 = x.double().detach().requires_grad_()
+    gy = torch.sin(torch.arange(x.numel(), dtype=torch.float64)).view(x.shape)
+    w64 = (torch.rand(12, dtype=torch.float64) + 0.5).requires_grad_()
+    b64 = torch.randn(12, dtype=torch.float64).requires_grad_()
+    out64, _, _ = _ChannelsLastBatchNorm.apply(x64.contiguous(memory_format=torch.channels_last), w64, b64, 1e-5)
+    ref = F.batch_norm(x64, None, None, w64, b64, True, 0.1, 1e-5)
+    assert torch.allclose(out64, ref, atol=1e-10)
+    assert torch.autograd.gradcheck(lambda x, w, b: _ChannelsLastBatchNorm.apply(x, w, b, 1e-5)[0],
+                                    (x64[:8, :, :, :].detach().contiguous(memory_format=torch.channels_last).requires_grad_(),
+                                     w64.detach().requires_grad_(), b64.detach().requires_grad_()))
+    ref.backward(gy)
+    truth = (ref.detach(), x64.grad, w64.grad, b64.grad)
+    results = {}
+    for layout in ("contiguous", "channels_last"):
+        bn = torch.nn.BatchNorm2d(12)
+        with torch.no_grad():
+            bn.weight.copy_(w64)
+            bn.bias.copy_(b64)
+        fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+        results[layout] = (_bn_outputs(x.contiguous(memory_format=fmt), bn), bn.running_mean.clone(), bn.running_var.clone())
+    (ours, mean, var), (theirs, mean_ref, var_ref) = results["channels_last"], results["contiguous"]
+    assert torch.allclose(mean, mean_ref, atol=1e-6) and torch.allclose(var, var_ref, rtol=1e-5)
+    for a, b, t in zip(ours, theirs, truth):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-4)
+        assert float((a - t).abs().max()) <= 2 * float((b - t).abs().max()) + 1e-6

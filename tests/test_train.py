@@ -130,3 +130,16 @@ def test_multirun_gives_every_job_its_own_run_dir(tmp_path):
     finals = sorted(p.parent.name for p in (tmp_path / "runs" / "t").rglob("final.json"))
     assert finals == [f"data=digits,space=tiny,train.batch_size=256,train.epochs=1,train.lr={lr}" for lr in ("0.001", "0.002")]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"] and (tmp_path / "runs" / "t" / "multirun.yaml").is_file()
+
+
+@pytest.mark.slow
+def test_default_training_path_has_the_baseline_gradients():
+    """experiments/bench_training: channels-last + fused AdamW against the contiguous, per-tensor path, both eformer-train
+    Trainers from one seed; the first step's gradients agree to 1e-5 (norm of the difference over the norm, and every
+    value absolutely)."""
+    from experiments.bench_training import main
+
+    data = main(["--steps", "1", "--no-write"])
+    assert data["gradients"]["norm_rel_diff"] <= 1e-5
+    assert data["gradients"]["max_abs_diff"] <= 1e-5
+    assert data["ratio"] > 0

@@ -105,7 +105,8 @@ class Trainer:
         if self.fixed is not None and self.finetune.weights and state is None:
             self.supernet.load_member(self.fixed, convert_state_dict(read_checkpoint(self.finetune.weights), "ours"))
         self.supernet.to(info.device)
-        self.optimizer = torch.optim.AdamW(param_groups(self.supernet, t.weight_decay), lr=t.lr)
+        self.optimizer = torch.optim.AdamW(param_groups(self.supernet, t.weight_decay), lr=t.lr,
+                                           fused=t.fused_optimizer or None)
         self.steps_per_epoch = self.data.train_sampler(t.batch_size, 0, info.rank, info.world).num_batches()
         if self.steps_per_epoch == 0:
             raise UserError(f"train.batch_size: {t.batch_size} x {info.world} ranks exceeds the "
@@ -165,6 +166,8 @@ class Trainer:
         """One optimizer step on a batch (the sandwich rule's members, or the fine-tuned one); logs it."""
         t = self.t
         x, y = x.to(self.info.device, non_blocking=True), y.to(self.info.device, non_blocking=True)
+        if t.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         members = [self.fixed] if self.fixed is not None else sandwich_members(
             self.space, self.step, t.seed, t.num_random, **self.context)
         self.model.train()
