@@ -284,6 +284,7 @@ class PipelineApp:
     slimming_overrides: List[str] = setting([])
     nsga2_overrides: List[str] = setting([])
     measure: MeasureSchema = dataclasses.field(default_factory=MeasureSchema)
+    exporter: str = setting("fast", choices=("auto", "dynamo", "torchscript", "fast"))
     compute_device: str = "auto"
     progress: bool = True
 

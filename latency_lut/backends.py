@@ -77,6 +77,7 @@ class Backend(abc.ABC):
 
     name = "base"
     self_timed = False  # True: one prepared sample already is a median over the protocol's repeats
+    exports_files = False  # True: export() writes a file and returns its path (latency_lut.export_pool runs such in parallel)
 
     def samples_per_measurement(self, protocol: Protocol) -> int:
         return 1 if self.self_timed else protocol.repeats
@@ -124,6 +125,7 @@ def measure_prepared(prepared: Mapping[str, Prepared], backend: Backend, protoco
 
 class OrtBackend(Backend):
     name = "ort"
+    exports_files = True
 
     def __init__(self, providers: Sequence[str] = ("CPUExecutionProvider",), threads: int = 2,
                  inter_op_threads: int = 1, graph_optimization: str = "all", allow_spinning: bool = False,
@@ -218,6 +220,7 @@ def command_template(command: Optional[str], command_file: Optional[str]) -> str
 class CommandBackend(Backend):
     name = "command"
     self_timed = True  # the device's benchmark binary does the warm-up and repeats itself
+    exports_files = True
 
     def __init__(self, command: Optional[str] = None, regex: str = r"median_ms=([0-9.]+)", timeout_s: float = 300.0,
                  threads: int = 1, opset: int = DEFAULT_OPSET, workdir: Optional[str] = None, label: str = "",

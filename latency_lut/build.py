@@ -15,13 +15,15 @@ import contextlib
 import datetime as dt
 import hashlib
 import os
+import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
 import torch
 from tqdm import tqdm
 
-from latency_lut.backends import TIMING_EXPORTER, Backend, measure_prepared
+from latency_lut.backends import TIMING_EXPORTER, Backend, Prepared, measure_prepared
+from latency_lut.export_pool import ExportPool
 from latency_lut.lut import LUT_FORMAT, STATISTICS, LatencyLUT, LUTError
 from latency_lut.machine import machine_summary
 from latency_lut.timing import Protocol, Stats
@@ -136,6 +138,23 @@ def _entry(st: Stats, anchor_ms: float) -> dict[str, float]:
             "n": st.n, "anchor_ms": anchor_ms}
 
 
+def _measure_batch(batch: list, pool: ExportPool, backend: Backend, batch_size: int, protocol: Protocol,
+                   fixed: dict[str, Prepared], seed: int) -> dict[str, Stats]:
+    """Export a batch of pieces (in parallel, see :mod:`latency_lut.export_pool`), then load and measure them
+    interleaved with the ``fixed`` sessions (the anchor)."""
+    shapes = {s.key: (batch_size, *s.input_shape) for s in batch}
+    with tempfile.TemporaryDirectory(prefix="eformer-lut-") as tmp:
+        files = pool.export({s.key: (build_piece, s, shapes[s.key]) for s in batch}, Path(tmp))
+        prepared: dict[str, Prepared] = {}
+        try:
+            for key, exported in files.items():
+                prepared[key] = backend.load(exported, shapes[key], protocol)
+            return measure_prepared({**prepared, **fixed}, backend, protocol, seed=seed)
+        finally:
+            for p in prepared.values():
+                p.close()
+
+
 def _build(space: SearchSpace, backend: Backend, out: Path, image_size: int, num_classes: int, distillation: bool,
            batch_size: int, protocol: Protocol, device_name: str, progress: bool, limit: Optional[int], statistic: str,
            interleave: int) -> LatencyLUT:
@@ -158,21 +177,17 @@ def _build(space: SearchSpace, backend: Backend, out: Path, image_size: int, num
     size = max(1, interleave)
     reference = backend.prepare(build_piece(anchor), (batch_size, *anchor.input_shape), protocol) if todo else None
     try:
-        for start in range(0, len(todo), size):
-            batch = todo[start : start + size]
-            bar.set_postfix_str(batch[0].kind)
-            prepared = {s.key: backend.prepare(build_piece(s), (batch_size, *s.input_shape), protocol) for s in batch}
-            try:
+        with ExportPool(backend) as pool:
+            for start in range(0, len(todo), size):
+                batch = todo[start : start + size]
+                bar.set_postfix_str(batch[0].kind)
                 assert reference is not None
-                stats = measure_prepared({**prepared, ANCHOR: reference}, backend, protocol, seed=start)
-            finally:
-                for p in prepared.values():
-                    p.close()
-            anchor_ms = stats[ANCHOR].value(statistic)
-            # a batch's entries complete together and are written together
-            lut.add([(sig, _entry(stats[sig.key], anchor_ms)) for sig in batch])
-            lut.save(out)
-            bar.update(len(batch))
+                stats = _measure_batch(batch, pool, backend, batch_size, protocol, {ANCHOR: reference}, start)
+                anchor_ms = stats[ANCHOR].value(statistic)
+                # a batch's entries complete together and are written together
+                lut.add([(sig, _entry(stats[sig.key], anchor_ms)) for sig in batch])
+                lut.save(out)
+                bar.update(len(batch))
     finally:
         if reference is not None:
             reference.close()

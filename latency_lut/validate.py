@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from latency_lut.backends import Backend, measure_prepared
 from latency_lut.calibration import choose
 from latency_lut.calibration import predict as predict_with
+from latency_lut.export_pool import ExportPool
 from latency_lut.lut import LatencyLUT
 from latency_lut.timing import Protocol, Stats
 from supernet.arch import PRESETS, ArchConfig
@@ -61,11 +61,11 @@ def measure_networks(archs: dict[str, ArchConfig], backend: Backend, protocol: P
 
     Every network is exported once; each pass loads a fresh session of every export, warms them up and takes
     its samples interleaved in its own shuffled order (seed ``seed + 1000 * pass``). One pass per entry."""
-    with tempfile.TemporaryDirectory(prefix="eformer-lut-nets-") as tmp:
-        exported = {}
-        for name, arch in tqdm(archs.items(), desc="export networks", unit="net", disable=not progress):
-            shape = (batch, 3, arch.image_size, arch.image_size)
-            exported[name] = (backend.export(build_model(arch).eval(), shape, Path(tmp)), shape)
+    shapes = {name: (batch, 3, arch.image_size, arch.image_size) for name, arch in archs.items()}
+    with tempfile.TemporaryDirectory(prefix="eformer-lut-nets-") as tmp, ExportPool(backend) as pool:
+        files = pool.export({name: (build_model, arch, shapes[name]) for name, arch in archs.items()}, Path(tmp),
+                            f"export networks ({pool.workers} workers)", progress)
+        exported = {name: (files[name], shapes[name]) for name in archs}
         runs = []
         for k in range(passes):
             prepared = {}

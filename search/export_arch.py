@@ -25,7 +25,7 @@ from search.results import arch_of, best_trial, completed, load_study, pareto, r
 from supernet.elastic import Supernet  # noqa: E402
 from supernet.errors import UserError  # noqa: E402
 from supernet.io_utils import atomic_torch_save, atomic_write, atomic_write_text, check_output_dir, make_dir  # noqa: E402
-from supernet.onnx_export import check_onnx_parity, export_onnx  # noqa: E402
+from supernet.onnx_export import EXPORTERS, check_onnx_parity, export_onnx  # noqa: E402
 
 
 def choose_trials(study, run: dict[str, Any], which: str | int) -> list:
@@ -85,8 +85,10 @@ def plot_path(steps: list, run: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def export_trial(trial, run: dict[str, Any], supernet: Supernet, out: Path, onnx: bool) -> dict[str, Any]:
-    """Write the YAML, weights and ONNX of one trial; returns the manifest entry."""
+def export_trial(trial, run: dict[str, Any], supernet: Supernet, out: Path, onnx: bool,
+                 exporter: str = "auto") -> dict[str, Any]:
+    """Write the YAML, weights and ONNX (``exporter``: see :data:`supernet.onnx_export.EXPORTERS`) of one trial;
+    returns the manifest entry."""
     name = f"{run['strategy']}-{run['budget']['name']}-t{trial.number}"
     deployed = arch_of(trial).replace(name=name, **run["deploy_context"])
     entry: dict[str, Any] = {"trial": trial.number, "name": name,
@@ -100,7 +102,7 @@ def export_trial(trial, run: dict[str, Any], supernet: Supernet, out: Path, onnx
     if onnx:
         size = member.image_size
         diffs: list[float] = []
-        export_onnx(model, out / f"{name}.onnx", (1, 3, size, size), exporter="auto",
+        export_onnx(model, out / f"{name}.onnx", (1, 3, size, size), exporter=exporter,
                     check=lambda tmp: diffs.append(check_onnx_parity(model, tmp, name=out / f"{name}.onnx")))
         entry["onnx"] = str(out / f"{name}.onnx")
         entry["onnx_max_abs_diff"] = diffs[0]
@@ -121,7 +123,7 @@ def link_best(entry: dict[str, Any], target: Path) -> None:
 
 
 def export_arch(run_dir: str | Path, which: str | int = "best", out: str | Path | None = None, onnx: bool = True,
-                verbose: bool = True) -> dict[str, Any]:
+                verbose: bool = True, exporter: str = "auto") -> dict[str, Any]:
     """Export the chosen trials of an eformer-search run (``which``: ``"best"``, ``"pareto"`` or a trial
     number) to ``out`` (default ``<run_dir>/export``): YAML, weights, ONNX, trials.csv, plots and export.json.
     Returns the manifest (export.json's content)."""
@@ -131,7 +133,7 @@ def export_arch(run_dir: str | Path, which: str | int = "best", out: str | Path 
     target = check_output_dir(Path(out) if out else Path(run_dir) / "export")
     make_dir(target, "--out")
     supernet = Supernet.load(run["supernet"])
-    entries = [export_trial(t, run, supernet, target, onnx) for t in chosen]
+    entries = [export_trial(t, run, supernet, target, onnx, exporter) for t in chosen]
     if which == "best":
         link_best(entries[0], target)
     frame = trials_frame(study)
@@ -155,7 +157,7 @@ def export_arch(run_dir: str | Path, which: str | int = "best", out: str | Path 
 
 def cmd_arch(args: argparse.Namespace) -> None:
     which: str | int = args.trial if args.trial is not None else ("pareto" if args.pareto else "best")
-    export_arch(args.run, which, args.out, not args.no_onnx)
+    export_arch(args.run, which, args.out, not args.no_onnx, exporter=args.exporter)
 
 
 def add_arch_parser(sub: Any) -> None:
@@ -167,4 +169,7 @@ def add_arch_parser(sub: Any) -> None:
     which.add_argument("--trial", type=int, help="one trial by number")
     p.add_argument("--out", help="output directory (default: <run>/export)")
     p.add_argument("--no-onnx", action="store_true", help="skip the ONNX files")
+    p.add_argument("--exporter", choices=EXPORTERS, default="auto",
+                   help="auto (default): the torch.export-based exporter, TorchScript where it fails; fast: TorchScript "
+                        "first (5-10x quicker to export, the same latency: experiments/results/bench_exporters.md)")
     p.set_defaults(func=cmd_arch)

@@ -84,11 +84,11 @@ def search_stage(overrides: list[str]) -> dict[str, Any]:
     return run_search(cfg)
 
 
-def export_stage(run_dir: str, which: str, onnx: bool = True) -> dict[str, Any]:
+def export_stage(run_dir: str, which: str, onnx: bool = True, exporter: str = "fast") -> dict[str, Any]:
     manifest = Path(run_dir) / "export" / "export.json"
     if manifest.is_file() and manifest.stat().st_mtime >= (Path(run_dir) / RUN_FILE).stat().st_mtime:
         return json.loads(manifest.read_text())
-    return export_arch(run_dir, which, onnx=onnx)
+    return export_arch(run_dir, which, onnx=onnx, exporter=exporter)
 
 
 STAGE_APPS = {"lut_overrides": ("eformer_lut", LutApp), "train_overrides": ("eformer_train", TrainApp),
@@ -137,7 +137,7 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
     nsga = search_stage(["search=nsga2", f"run_dir={work}/search/nsga2", *common, *cfg.nsga2_overrides])
     clock.lap("NSGA-II")
     banner(4, n, "export (eformer-export arch)")
-    exports = {b: export_stage(f"{work}/search/slimming-{b}", "best") for b in cfg.budgets}
+    exports = {b: export_stage(f"{work}/search/slimming-{b}", "best", exporter=cfg.exporter) for b in cfg.budgets}
     exports["nsga2"] = export_stage(f"{work}/search/nsga2", "pareto", onnx=False)
     clock.lap("export")
     banner(5, n, "final table: released vs derived, measured end to end")

@@ -19,10 +19,10 @@ DYNAMO_MIN_OPSET = 18  # the lowest opset the torch.export-based exporter writes
 DEFAULT_OPSET = DYNAMO_MIN_OPSET
 MIN_OPSET = 17  # TorchScript exporter only
 MAX_OPSET = 21  # the newest opset torch's exporter and onnxruntime both take here
-EXPORTERS = ("auto", "dynamo", "torchscript")
-# which exporters each choice tries, in order; "fast" is for timing pieces and whole networks in LUT builds and
-# validations: TorchScript exports 5-10x faster, and after onnxruntime's optimisations both exporters' graphs are
-# the same and run alike (experiments/results/bench_exporters.md)
+EXPORTERS = ("auto", "dynamo", "torchscript", "fast")
+# which exporters each choice tries, in order; "fast" (TorchScript first) times pieces and whole networks in LUT
+# builds and validations, and writes the main job's exports: TorchScript exports 5-10x faster, and after
+# onnxruntime's optimisations both exporters' graphs are the same and run alike (experiments/results/bench_exporters.md)
 _TRY = {"auto": ("dynamo", "torchscript"), "dynamo": ("dynamo",), "torchscript": ("torchscript",),
         "fast": ("torchscript", "dynamo")}
 

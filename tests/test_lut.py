@@ -265,3 +265,31 @@ def test_lut_index_follows_in_place_table_edits(tmp_path):
     for column in ("median_ms", "q25_ms", "min_ms"):
         lut.table[column] = lut.table[column] * 2
     assert abs(lut.predict(arch) - 2 * before) < 1e-6 * before + 1e-9
+
+
+def _failing_build(spec):
+    raise ValueError(f"cannot build {spec}")
+
+
+def test_export_pool_exports_in_workers(tmp_path):
+    """The ORT backend's exports run in one forked worker per CPU (two here); every key gets its own loadable
+    file, in the jobs' order; a worker's error reaches the caller; backends whose export is no file stay serial."""
+    import numpy as np
+
+    from latency_lut.backends import TorchBackend
+    from latency_lut.export_pool import ExportPool, pool_workers
+    from supernet.model import build_model
+    from supernet.onnx_export import ort_session
+
+    archs = {f"m{i}": TINY.sample(random.Random(i), image_size=32, num_classes=10) for i in range(3)}
+    jobs = {k: (build_model, a, (1, 3, 32, 32)) for k, a in archs.items()}
+    with ExportPool(OrtBackend()) as pool:
+        assert pool.workers == pool_workers() >= 2
+        files = pool.export(jobs, tmp_path)
+        assert list(files) == list(archs) and len(set(files.values())) == 3
+        for f in files.values():
+            out = ort_session(f, threads=1).run(None, {"input": np.zeros((1, 3, 32, 32), np.float32)})[0]
+            assert out.shape == (1, 10)
+        with pytest.raises(ValueError, match="cannot build bad"):
+            pool.export({"a": (_failing_build, "bad", (1, 3, 32, 32)), "b": jobs["m0"]}, tmp_path)
+    assert ExportPool(TorchBackend()).workers == 1
