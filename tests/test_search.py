@@ -90,6 +90,7 @@ def test_slimming_actions_stay_in_space():
     assert apply_action(TINY.smallest(**DEPLOY), Action("width", 0), TINY) is None
 
 
+@pytest.mark.slow  # 10 s: the fast suite's budget; the slow suite (CI) runs it
 def test_slimming_meets_budget_records_candidates_and_resumes(assets, tmp_path):
     lut = LatencyLUT.load(assets / "tiny.parquet")
     lo, hi = (lut.predict(lut.in_context(a)) for a in (TINY.smallest(), TINY.largest()))
