@@ -180,10 +180,14 @@ def choose_images(data: Data, split: str, n: Optional[int], seed: int) -> list[i
 @dataclasses.dataclass(frozen=True)
 class Screening:
     """A candidate's per-image losses and correctness (0/100) on the first batches of the scored split: a
-    class-balanced part, for racing candidates against each other on the same images. Never a cached score."""
+    class-balanced part, for racing candidates against each other on the same images. Never a cached score.
+    ``bn`` holds the recalibrated BN statistics, so a whole-split evaluation of the candidate continues from
+    the screened batches instead of starting over (with exactly the scores it would have had)."""
 
     losses: torch.Tensor
     correct: torch.Tensor
+    batches: int = 0
+    bn: Optional[dict[str, torch.Tensor]] = None
 
 
 class SupernetProxy:
@@ -270,13 +274,14 @@ class SupernetProxy:
         self.store.drop_where(lambda k: k[2] != IMAGES)
 
     # ------------------------------------------------------------------ inputs
-    def _inputs(self, split: ImageSplit, level: int, batches: Optional[int] = None) -> Iterator[torch.Tensor]:
-        """Every batch of ``split`` at ``level`` (the reference's stage inputs, or the images at ``IMAGES``):
-        kept, or recomputed from the deepest kept level below it, decoding the images where none is kept.
-        The plan is fixed before the first batch, so what this pass keeps cannot change it."""
-        plan = [self._base(split, b, level) for b in range(len(split) if batches is None else min(batches, len(split)))]
-        loaded = split.load([b for b, (_, x) in enumerate(plan) if x is None])
-        for b, (start, x) in enumerate(plan):
+    def _inputs(self, split: ImageSplit, level: int, batches: Optional[int] = None, first: int = 0) -> Iterator[torch.Tensor]:
+        """Batches ``first`` to ``batches`` (None: the last) of ``split`` at ``level`` (the reference's stage inputs,
+        or the images at ``IMAGES``): kept, or recomputed from the deepest kept level below it, decoding the images
+        where none is kept. The plan is fixed before the first batch, so what this pass keeps cannot change it."""
+        end = len(split) if batches is None else min(batches, len(split))
+        plan = {b: self._base(split, b, level) for b in range(first, end)}
+        loaded = split.load([b for b, (_, x) in plan.items() if x is None])
+        for b, (start, x) in plan.items():
             if x is None:
                 x = next(loaded).to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
                 self.store.put((split.name, b, IMAGES), x, priority=1)
@@ -298,14 +303,31 @@ class SupernetProxy:
             self.store.put((split.name, b, 0), levels[0], priority=0)
 
     # ------------------------------------------------------------------ evaluation
+    def _bn_state(self) -> dict[str, torch.Tensor]:
+        return {n: b.clone() for n, b in self.net.named_buffers() if n.endswith(("running_mean", "running_var"))}
+
     @torch.no_grad()
-    def _run(self, arch: ArchConfig, start: int, keep: bool, batches: Optional[int] = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def _run(self, arch: ArchConfig, start: int, keep: bool, batches: Optional[int] = None,
+             resume: Optional[Screening] = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Recalibrate the BNs from stage ``start`` on over the calibration batches, then run the split's batches
         (the first ``batches`` of them, else all); with ``keep`` (``start == 0``), keep the stage inputs of both
-        passes for a reference. Returns the per-image correctness (0/100) and losses."""
+        passes for a reference. ``resume``: a screening of ``arch`` to continue (its BN statistics, its batches'
+        scores) instead. Returns the per-image correctness (0/100) and losses."""
         net = self.net
         net.set_active(arch)
         level = start if start else IMAGES
+        if resume is not None:
+            assert resume.bn is not None and not keep
+            for name, t in resume.bn.items():
+                net.get_buffer(name).copy_(t)
+            net.eval()
+            correct, losses = [resume.correct], [resume.losses]
+            with self.precision.autocast():
+                for b, x in enumerate(self._inputs(self.val, level, batches, resume.batches), start=resume.batches):
+                    c, l_ = self._score_batch(b, net.classify(net.forward_range(x, level, 4)))
+                    correct.append(c)
+                    losses.append(l_)
+            return torch.cat(correct), torch.cat(losses)
         if start > 0:  # the shared stages: the reference's statistics (another member may have run since)
             for name, t in self._ref_stats.items():
                 net.get_buffer(name).copy_(t)
@@ -329,11 +351,14 @@ class SupernetProxy:
                 logits = net.classify(net.forward_range(x, level, 4, levels if keep else None))
                 if keep:
                     self._keep_levels(self.val, b, levels)
-                y = self.val.labels[b * self.val.batch_size : b * self.val.batch_size + len(logits)]
-                c, l_ = per_image(logits, y.to(logits.device))
+                c, l_ = self._score_batch(b, logits)
                 correct.append(c)
                 losses.append(l_)
         return torch.cat(correct), torch.cat(losses)
+
+    def _score_batch(self, b: int, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        y = self.val.labels[b * self.val.batch_size : b * self.val.batch_size + len(logits)]
+        return per_image(logits, y.to(logits.device))
 
     def _start(self, arch: ArchConfig) -> int:
         """The first stage where ``arch`` differs from the reference (0: no reference, evaluate it all)."""
@@ -356,8 +381,14 @@ class SupernetProxy:
         if key not in self._screened:
             correct, losses = self._run(arch, self._start(arch), keep=False, batches=k)
             self.screenings += 1
-            self._screened[key] = Screening(losses, correct)
+            self._screened[key] = Screening(losses, correct, k, self._bn_state())
         return self._screened[key]
+
+    def _forget_screened_bn(self, h: Optional[str] = None) -> None:
+        """Drop the BN statistics kept with screenings (of ``h``, else all): what a continuation no longer needs."""
+        for key, s in self._screened.items():
+            if s.bn is not None and (h is None or key[0] == h):
+                self._screened[key] = dataclasses.replace(s, bn=None)
 
     def reference(self, arch: ArchConfig) -> dict[str, float]:
         """Evaluate ``arch`` fully and keep its stage inputs (within the memory budget) for incremental
@@ -366,10 +397,11 @@ class SupernetProxy:
         arch = self.net.member(arch)
         self.store.drop_where(lambda k: k[2] != IMAGES)
         self._ref = None
+        self._forget_screened_bn()
         res = score_values(*self._run(arch, 0, keep=True))
         self.evaluations += 1
         self._ref = arch
-        self._ref_stats = {n: b.clone() for n, b in self.net.named_buffers() if n.endswith(("running_mean", "running_var"))}
+        self._ref_stats = self._bn_state()
         h = arch_hash(arch)
         if h not in self.cache:
             self._store(h, res)
@@ -382,7 +414,10 @@ class SupernetProxy:
         h = arch_hash(arch)
         if h in self.cache:
             return self.cache[h]
-        res = score_values(*self._run(arch, self._start(arch), keep=False))
+        screened = [s for (sh, _), s in self._screened.items() if sh == h and s.bn is not None]
+        resume = max(screened, key=lambda s: s.batches) if screened else None
+        res = score_values(*self._run(arch, self._start(arch), keep=False, resume=resume))
+        self._forget_screened_bn(h)
         self.evaluations += 1
         self._store(h, res)
         return res

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from helpers import randomize_stats
+from search.params import arch_hash
 from search.proxy import SupernetProxy, score_logits
 from supernet.bn_calibration import recalibrate_bn
 from supernet.compute import resolve_device
@@ -126,3 +127,29 @@ def test_proxy_forgets_scores_and_stage_inputs_when_the_weights_change(tmp_path)
     fresh = SupernetProxy.from_data(net, data, val_images=120)(other)
     assert after == fresh and after != before
     assert len((tmp_path / "c.jsonl").read_text().splitlines()) == 2  # new weights are not written under the old key
+
+
+def test_whole_split_evaluation_continues_a_screening_exactly():
+    """A screened candidate's whole-split score continues from its screening (its BN statistics and screened
+    batches) and equals a fresh proxy's full evaluation of it, value for value; the screening itself is no score."""
+    data = build_data({"name": "digits", "calib_size": 90})
+    net = _net()
+    kw = dict(val_images=200, batch_size=40)
+    racing, fresh = SupernetProxy.from_data(net, data, **kw), SupernetProxy.from_data(net, data, **kw)
+    rng = random.Random(3)
+    ref = net.space.sample(rng, **CTX)
+    racing.reference(ref)
+    fresh.reference(ref)
+    checked = 0
+    for k in (0, 2, 3, 3):
+        arch = ref.replace(stages=ref.stages[:k] + net.space.sample(rng, **CTX).stages[k:])
+        if not net.space.contains(arch) or racing.cached(arch) is not None:
+            continue
+        screened = racing.screen(arch, 0.4)
+        assert len(screened.losses) == 80 and screened.bn is not None and racing.cached(arch) is None
+        net.set_active(ref)  # another member runs between the screening and its continuation
+        racing(ref)
+        assert racing(arch) == fresh(arch), arch.summary()
+        assert all(s.bn is None for (h, _), s in racing._screened.items() if h == arch_hash(net.member(arch)))
+        checked += 1
+    assert checked >= 3
