@@ -16,6 +16,7 @@ from typing import Any, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
+from supernet.data.registry import DATASETS
 from supernet.errors import UserError
 from supernet.onnx_export import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
 
@@ -106,7 +107,7 @@ class CommandDeviceSchema:
 # ---------------------------------------------------------------------------------------------- supernet
 @dataclasses.dataclass
 class DataSchema:
-    name: str = setting("fashion", choices=("fashion", "digits", "cifar10", "imagefolder"))
+    name: str = setting("fashion", choices=tuple(DATASETS))  # supernet/data/registry.py
     root: Optional[str] = None
     image_size: int = setting(32, ge=32, le=2048, multiple_of=32)
     mean: List[float] = setting([0.5, 0.5, 0.5])

@@ -69,6 +69,9 @@ def onnx_path(directory: Path) -> Path:
     return Path(name)
 
 
+HOST_KEYS = ("cpu", "logical_cpus", "llc_bytes")  # latency_lut.machine.machine_summary() keys naming this host's CPU
+
+
 class Backend(abc.ABC):
     """Strategy interface (one subclass per ``device.backend``): ``settings()``, ``export(module, input_shape,
     directory)`` (once per network: an ONNX file, a compiled module) and ``load(exported, input_shape, protocol)
@@ -78,6 +81,7 @@ class Backend(abc.ABC):
     name = "base"
     self_timed = False  # True: one prepared sample already is a median over the protocol's repeats
     exports_files = False  # True: export() writes a file and returns its path (latency_lut.export_pool runs such in parallel)
+    identity_keys: tuple[str, ...] = HOST_KEYS  # machine_summary() keys that must match for this backend's LUT to hold here
 
     def samples_per_measurement(self, protocol: Protocol) -> int:
         return 1 if self.self_timed else protocol.repeats
@@ -126,6 +130,7 @@ def measure_prepared(prepared: Mapping[str, Prepared], backend: Backend, protoco
 class OrtBackend(Backend):
     name = "ort"
     exports_files = True
+    identity_keys = (*HOST_KEYS, "onnxruntime")
 
     def __init__(self, providers: Sequence[str] = ("CPUExecutionProvider",), threads: int = 2,
                  inter_op_threads: int = 1, graph_optimization: str = "all", allow_spinning: bool = False,
@@ -166,6 +171,7 @@ class OrtBackend(Backend):
 
 class TorchBackend(Backend):
     name = "torch"
+    identity_keys = (*HOST_KEYS, "torch")
 
     def __init__(self, threads: int = 2, deploy: bool = True) -> None:
         self.threads, self.deploy = threads, deploy
@@ -221,6 +227,7 @@ class CommandBackend(Backend):
     name = "command"
     self_timed = True  # the device's benchmark binary does the warm-up and repeats itself
     exports_files = True
+    identity_keys = ()  # the device the command reaches, not this host
 
     def __init__(self, command: Optional[str] = None, regex: str = r"median_ms=([0-9.]+)", timeout_s: float = 300.0,
                  threads: int = 1, opset: int = DEFAULT_OPSET, workdir: Optional[str] = None, label: str = "",

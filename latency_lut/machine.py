@@ -5,6 +5,7 @@ import os
 import platform
 from typing import Optional
 
+from latency_lut.backends import BACKEND_CLASSES, HOST_KEYS
 from supernet.hardware import cpuinfo
 
 
@@ -58,17 +59,14 @@ def machine_summary() -> dict[str, object]:
     }
 
 
-# what must match for a host-CPU LUT to hold on this machine
-IDENTITY_KEYS = ("cpu", "logical_cpus", "llc_bytes", "onnxruntime")
-
-
 def identity_differences(recorded: dict[str, object], backend: str) -> list[str]:
-    """How this machine differs from the one a LUT was ``recorded`` on ("cpu: A != B", ...).
-
-    A LUT timed through a shell command (a phone) depends on that device, not on this host: nothing
-    is compared. Keys the LUT did not record (older LUTs) are skipped."""
-    if backend == "command":
+    """How this machine differs from the one a LUT was ``recorded`` on ("cpu: A != B", ...), in the identity keys
+    its ``backend`` declares (:attr:`latency_lut.backends.Backend.identity_keys`; a backend this version does not
+    know: the host CPU's). A LUT timed through a shell command (a phone) declares none. Keys the LUT did not
+    record (older LUTs) are skipped."""
+    cls = BACKEND_CLASSES.get(backend)
+    keys = cls.identity_keys if cls is not None else HOST_KEYS
+    if not keys:
         return []
     here = machine_summary()
-    keys = IDENTITY_KEYS if backend == "ort" else ("cpu", "logical_cpus", "llc_bytes", "torch")
     return [f"{k} {recorded[k]} (here {here.get(k)})" for k in keys if k in recorded and recorded[k] != here.get(k)]

@@ -18,13 +18,11 @@ from typing import Any, Iterator, Mapping, Optional, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from supernet.data.fashion import fashion_splits
-from supernet.data.sources import DataError, DecodeFailure, FolderSource, cifar10_splits, digits_splits, imagefolder_splits
+from supernet.data.registry import DATASETS, DatasetSpec, register_dataset
+from supernet.data.sources import DataError, DecodeFailure, FolderSource
 from supernet.data.subsets import balanced_subset
 from supernet.data.transforms import EvalTransform, TrainTransform
 
-DATASETS = ("fashion", "digits", "cifar10", "imagefolder")
-ROOT_OPTIONAL = ("fashion", "digits")  # embedded: no data.root needed
 MIN_CALIB = 10  # BN recalibration needs a batch with more than one image per statistic
 
 
@@ -56,10 +54,11 @@ class DataConfig:
         cfg = cls(**kw)
         if cfg.name not in DATASETS:
             raise DataError(f"data.name: {cfg.name!r} is not one of {', '.join(DATASETS)}")
-        if cfg.name not in ROOT_OPTIONAL and not cfg.root:
+        need = DATASETS[cfg.name].root
+        if need == "required" and not cfg.root:
             raise DataError(f"data.root: required for the {cfg.name} dataset")
-        if cfg.name == "digits" and cfg.root:
-            raise DataError("data.root: the digits dataset is bundled with scikit-learn; leave root unset")
+        if need == "forbidden" and cfg.root:
+            raise DataError(f"data.root: the {cfg.name} dataset is bundled (scikit-learn); leave root unset")
         if not isinstance(cfg.image_size, int) or isinstance(cfg.image_size, bool) or cfg.image_size < 32 or cfg.image_size % 32:
             raise DataError(f"data.image_size: {cfg.image_size!r} is not a positive multiple of 32")
         if not isinstance(cfg.calib_size, int) or isinstance(cfg.calib_size, bool) or cfg.calib_size < MIN_CALIB:
@@ -175,18 +174,9 @@ class Data:
 
     def __init__(self, cfg: DataConfig) -> None:
         self.cfg = cfg
-        if cfg.name == "fashion":
-            splits = fashion_splits(cfg.root, cfg.calib_size, cfg.seed)
-            self.num_classes = 10
-        elif cfg.name == "digits":
-            splits = digits_splits(cfg.seed, calib=cfg.calib_size)
-            self.num_classes = 10
-        elif cfg.name == "cifar10":
-            splits = cifar10_splits(cfg.root, cfg.calib_size)
-            self.num_classes = 10
-        else:
-            splits = imagefolder_splits(cfg.root, cfg.calib_size, cfg.seed)
-            self.num_classes = len(splits["train"].classes)
+        spec = DATASETS[cfg.name]
+        splits = spec.read(cfg.root, cfg.calib_size, cfg.seed)
+        self.num_classes = spec.classes(splits)
         if cfg.holdout:
             splits = self._hold_out(splits, cfg.holdout, cfg.seed)
         self.splits = splits
@@ -244,4 +234,5 @@ def build_data(cfg: Mapping[str, Any] | DataConfig) -> Data:
     return Data(cfg if isinstance(cfg, DataConfig) else DataConfig.from_dict(cfg))
 
 
-__all__ = ["Data", "DataConfig", "DataError", "build_data", "EpochBatchSampler", "balanced_subset"]
+__all__ = ["Data", "DataConfig", "DataError", "DatasetSpec", "DATASETS", "build_data", "register_dataset",
+           "EpochBatchSampler", "balanced_subset"]
