@@ -1,7 +1,7 @@
 """Supernet training throughput: today's default path against the previous one, side by side in one run.
 
     python -m experiments.bench_training            # writes experiments/results/bench_training.md (about 3 minutes)
-    python -m experiments.bench_training --steps 2  # a smoke run (the tests)
+    python -m experiments.bench_training --steps 1 --no-write --json out.json   # the test
 
 Both paths are ``eformer-train``'s own :class:`Trainer` on the embedded default (default space, 32 px
 Fashion-MNIST, batch 128, largest + smallest + 2 random members, in-place distillation, AdamW, gradient clipping),
@@ -17,6 +17,7 @@ difference relative to the tensor's largest gradient.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import tempfile
 import time
@@ -61,6 +62,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=24, help="timed steps per path (after one untimed step each)")
     parser.add_argument("--no-write", action="store_true", help="print only (the tests)")
+    parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         trainers = {name: build(name, Path(tmp)) for name in PATHS}
@@ -99,6 +101,8 @@ def main(argv: list[str] | None = None) -> dict:
             "gradients": check}
     if not args.no_write:
         write_result("bench_training", text, data)
+    if args.json:
+        args.json.write_text(json.dumps(data))
     print(text)
     return data
 

@@ -235,6 +235,8 @@ def slim(space: SearchSpace, evaluator: CandidateEvaluator, budget: Budget, cont
             for c in cands:
                 record(c)
             cur = applied
+            if evaluator.proxy.cached(cur) is None and not budget.met(*_budget_costs(evaluator, cur)):
+                evaluator.proxy.reference(cur)  # the next step's base: scored once, as the reference, not also incrementally
             m = evaluator(cur)
             if len(labels) > 1:  # the composed member is a new point on the path: record it too
                 record(Candidate(step, " + ".join(labels), cur, m, None, chosen=True))
