@@ -51,7 +51,8 @@ def main() -> None:
     lines = ["# Racing vs exhaustive slimming (the main job's settings)", "", machine_header(), "",
              "Both paths on the same supernet and LUT, each with an empty proxy cache. Whole-split evaluation = BN "
              "recalibration on the 500 calibration images + scoring the 2,500 val images; a screening scores the first "
-             "500 (class-balanced) after the same recalibration.", "",
+             "500 (class-balanced) after the same recalibration, and a confirmed candidate's whole-split evaluation "
+             "continues from its screening.", "",
              "| budget | path | whole-split evaluations | screenings | seconds | final member | proxy loss ± sd | top-1 (%) ± sd |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
