@@ -33,6 +33,13 @@ def setting(default: Any = MISSING, *, ge: Optional[float] = None, gt: Optional[
 
 
 # ---------------------------------------------------------------------------------------------- lut / device
+
+def typed(node: Any, schema: type) -> Any:
+    """``node`` (a typed or plain config, or None) as an instance of the dataclass ``schema``: what an app hands
+    below itself instead of a DictConfig."""
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), node or {}))
+
+
 @dataclasses.dataclass
 class ProtocolSchema:
     warmup: int = setting(5, ge=0)

@@ -43,13 +43,14 @@ def main() -> None:
 
     def ours(seed: int) -> float:
         storage = open_storage("memory:")
-        study = optuna.create_study(storage=storage, directions=strategy.directions, sampler=strategy.make_sampler({}, seed))
+        sampler = strategy.make_sampler(strategy.settings(), seed)
+        study = optuna.create_study(storage=storage, directions=strategy.directions, sampler=sampler)
         t = time.perf_counter()
         run_worker(study, storage, strategy, space, evaluator, budget, args.trials, context, progress=False)
         return args.trials / (time.perf_counter() - t)
 
     def bare(seed: int) -> float:
-        study = optuna.create_study(directions=strategy.directions, sampler=strategy.make_sampler({}, seed))
+        study = optuna.create_study(directions=strategy.directions, sampler=strategy.make_sampler(strategy.settings(), seed))
 
         def objective(trial: optuna.Trial) -> list[float]:
             return strategy.values(evaluator(suggest_arch(trial, space, **context)))

@@ -173,7 +173,7 @@ def run_search(cfg: DictConfig) -> dict[str, Any]:
     storage = open_storage(url)
     study = open_study(storage, url, study_name, strategy.directions, settings, strategy.metric_names)
     st = cfg.storage
-    ctx = SearchContext(space, storage, context, evaluator, budget, OmegaConf.to_container(cfg.search, resolve=True), int(cfg.seed),
+    ctx = SearchContext(space, storage, context, evaluator, budget, strategy.settings(cfg.search), int(cfg.seed),
                         int(cfg.worker), float(st.heartbeat_s), float(st.grace_s), bool(cfg.progress))
     path_out = strategy.run(study, ctx)
     best = best_trial(study, name)

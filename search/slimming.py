@@ -160,13 +160,12 @@ class SlimmingSettings:
 
     @classmethod
     def from_config(cls, s: Any) -> "SlimmingSettings":
-        """From the ``search`` config group (conf/search/slimming.yaml; values checked by its schema)."""
-        kinds = tuple(s["actions"])
+        """From the typed ``search`` settings (conf.schemas.SlimmingSearchSchema; values checked by it)."""
+        kinds = tuple(s.actions)
         bad = [k for k in kinds if k not in ACTION_KINDS]
         if bad or not kinds:
             raise UserError(f"search.actions: {bad[0] if bad else '[]'!r} - give a subset of {', '.join(ACTION_KINDS)}")
-        return cls(kinds, str(s["expansion_scope"]), int(s["moves_per_step"]), int(s["max_steps"]), str(s.get("score_by", "loss")),
-                   bool(s.get("race", False)), float(s.get("screen_fraction", 0.2)), float(s.get("race_z", 2.0)))
+        return cls(kinds, s.expansion_scope, s.moves_per_step, s.max_steps, s.score_by, s.race, s.screen_fraction, s.race_z)
 
     def drop(self, before: Metrics, after: Metrics) -> float:
         """How much worse ``after`` scores than ``before`` (the numerator of the slimming score)."""

@@ -9,10 +9,11 @@ and TPE honour and every strategy records.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Optional
 
 import optuna
 
+from conf.schemas import NSGA2SearchSchema, SamplerSearchSchema, SearchSchema, SlimmingSearchSchema, TPESearchSchema, typed
 from search.metrics import PARETO_DIRECTIONS, PARETO_METRICS, Metrics, pareto_values
 from search.slimming import SlimmingSettings, record_candidates, slim
 from search.worker import run_worker
@@ -24,14 +25,15 @@ __all__ = ["PARETO_DIRECTIONS", "PARETO_METRICS", "pareto_values", "Strategy", "
 @dataclasses.dataclass
 class SearchContext:
     """What a strategy needs besides its study: the space and deployment context, the evaluator (proxy + LUT),
-    the budget, its own settings (``search.*``) and the worker's storage parameters."""
+    the budget, its own settings (``search.*``, typed by the strategy's ``settings_schema``) and the worker's
+    storage parameters."""
 
     space: Any
     storage: Any  # the study's optuna.storages.BaseStorage (opened by search.storage.open_storage)
     context: dict[str, Any]
     evaluator: Any
     budget: Any
-    settings: Mapping[str, Any]
+    settings: SearchSchema
     seed: int = 0
     worker: int = 0
     heartbeat_s: float = 5.0
@@ -44,7 +46,8 @@ def run_sampler(strategy: "Strategy", study: optuna.Study, ctx: SearchContext) -
     assert strategy.make_sampler is not None
     seed = ctx.seed + 1000 * ctx.worker + len(study.get_trials(deepcopy=False))
     study.sampler = strategy.make_sampler(ctx.settings, seed)
-    run_worker(study, ctx.storage, strategy, ctx.space, ctx.evaluator, ctx.budget, int(ctx.settings["n_trials"]),
+    assert isinstance(ctx.settings, SamplerSearchSchema)
+    run_worker(study, ctx.storage, strategy, ctx.space, ctx.evaluator, ctx.budget, ctx.settings.n_trials,
                ctx.context, ctx.heartbeat_s, ctx.grace_s, progress=ctx.progress)
     return []
 
@@ -63,33 +66,39 @@ class Strategy:
     name: str
     directions: list[str]
     values: Callable[[Metrics], list[float]]
-    make_sampler: Optional[Callable[[Mapping[str, Any], int], optuna.samplers.BaseSampler]]
+    make_sampler: Optional[Callable[[Any, int], optuna.samplers.BaseSampler]]  # (typed settings, seed)
     description: str
     metric_names: tuple[str, ...] = tuple(PARETO_METRICS)
     driver: Callable[["Strategy", optuna.Study, SearchContext], list[dict[str, Any]]] = run_sampler
+    settings_schema: type = SamplerSearchSchema  # the dataclass of its search.* settings (conf/schemas.py)
+
+    def settings(self, node: Any = None) -> SearchSchema:
+        """Its settings typed: from the ``search`` config group (or a plain mapping); None gives the defaults."""
+        return typed({"name": self.name, **(dict(node) if node is not None else {})}, self.settings_schema)
 
     def run(self, study: optuna.Study, ctx: SearchContext) -> list[dict[str, Any]]:
         """Work on ``study`` (resuming what is there); returns the path taken (slimming) or ``[]``."""
         return self.driver(self, study, ctx)
 
 
+def tpe_sampler(c: TPESearchSchema, seed: int) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.TPESampler(n_startup_trials=c.n_startup_trials, seed=seed, multivariate=c.multivariate)
+
+
 STRATEGIES: dict[str, Strategy] = {
     "nsga2": Strategy(
         "nsga2", PARETO_DIRECTIONS, pareto_values,
-        lambda c, seed: optuna.samplers.NSGAIISampler(population_size=int(c.get("population_size", 24)), seed=seed),
-        "Pareto front of (proxy top-1, LUT latency, parameters), budgets as constraints",
+        lambda c, seed: optuna.samplers.NSGAIISampler(population_size=c.population_size, seed=seed),
+        "Pareto front of (proxy top-1, LUT latency, parameters), budgets as constraints", settings_schema=NSGA2SearchSchema,
     ),
     "tpe": Strategy(
-        "tpe", ["maximize"], lambda m: [m.top1],
-        lambda c, seed: optuna.samplers.TPESampler(n_startup_trials=int(c.get("n_startup_trials", 10)), seed=seed,
-                                                   multivariate=bool(c.get("multivariate", True))),
-        "maximise proxy top-1 under the latency/params budget (constraints)", ("top1",),
+        "tpe", ["maximize"], lambda m: [m.top1], tpe_sampler,
+        "maximise proxy top-1 under the latency/params budget (constraints)", ("top1",), settings_schema=TPESearchSchema,
     ),
     "mes": Strategy(
-        "mes", ["maximize"], lambda m: [m.top1 * m.mes / 100.0],
-        lambda c, seed: optuna.samplers.TPESampler(n_startup_trials=int(c.get("n_startup_trials", 10)), seed=seed,
-                                                   multivariate=bool(c.get("multivariate", True))),
+        "mes", ["maximize"], lambda m: [m.top1 * m.mes / 100.0], tpe_sampler,
         "maximise top-1 x MES / 100 (accuracy-efficiency trade-off) under the budget", ("top1_x_mes",),
+        settings_schema=TPESearchSchema,
     ),
     "random": Strategy(
         "random", PARETO_DIRECTIONS, pareto_values,
@@ -99,7 +108,7 @@ STRATEGIES: dict[str, Strategy] = {
     "slimming": Strategy(
         "slimming", PARETO_DIRECTIONS, pareto_values, None,
         "the paper's fine-grained joint search: from the largest member, the action with the smallest accuracy drop "
-        "per MES gained, until the budget is met", driver=run_slimming,
+        "per MES gained, until the budget is met", driver=run_slimming, settings_schema=SlimmingSearchSchema,
     ),
 }
 

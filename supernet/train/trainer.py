@@ -14,7 +14,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from conf.schemas import FinetuneSchema, TrainSchema
+from conf.schemas import FinetuneSchema, TrainSchema, typed
 from supernet.arch import ArchConfig
 from supernet.convert import convert_state_dict, read_checkpoint
 from supernet.data import build_data
@@ -39,11 +39,6 @@ from supernet.train.logs import JsonlLog
 from supernet.train.precision import resolve_precision
 from supernet.train.sandwich import sandwich_members, sandwich_step
 from supernet.train.schedule import warmup_cosine
-
-
-def typed(node: Any, schema: type) -> Any:
-    """``node`` (a typed or plain config) as an instance of the dataclass ``schema``."""
-    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), node or {}))
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
