@@ -316,38 +316,19 @@ class SupernetProxy:
         net = self.net
         net.set_active(arch)
         level = start if start else IMAGES
-        if resume is not None:
-            assert resume.bn is not None and not keep
-            for name, t in resume.bn.items():
-                net.get_buffer(name).copy_(t)
-            net.eval()
-            correct, losses = [resume.correct], [resume.losses]
-            with self.precision.autocast():
-                for b, x in enumerate(self._inputs(self.val, level, batches, resume.batches), start=resume.batches):
-                    c, l_ = self._score_batch(b, net.classify(net.forward_range(x, level, 4)))
-                    correct.append(c)
-                    losses.append(l_)
-            return torch.cat(correct), torch.cat(losses)
-        if start > 0:  # the shared stages: the reference's statistics (another member may have run since)
-            for name, t in self._ref_stats.items():
-                net.get_buffer(name).copy_(t)
+        assert resume is None or (resume.bn is not None and not keep)
         with self.precision.autocast():
-            prefix = nn.ModuleList([net.stem, *net.stages[:start]] if start else [])
-            with batch_statistics(prefix):  # recomputed calibration inputs as a calibration pass makes them
-
-                def calib_forward() -> Iterator[torch.Tensor]:
-                    for b, x in enumerate(self._inputs(self.calib, level)):
-                        levels: dict[int, torch.Tensor] = {}
-                        out = net.forward_range(x, level, 4, levels if keep else None)
-                        if keep:
-                            self._keep_levels(self.calib, b, levels)
-                        yield out
-
-                recalibrate_bn(net.bn_scope(start), calib_forward(), run=net.norm)
+            if resume is not None:  # the screening's recalibrated statistics
+                for name, t in resume.bn.items():
+                    net.get_buffer(name).copy_(t)
+            else:
+                self._recalibrate(start, level, keep)
             net.eval()
-            correct, losses = [], []
-            for b, x in enumerate(self._inputs(self.val, level, batches)):
-                levels = {}
+            first = resume.batches if resume is not None else 0
+            correct = [resume.correct] if resume is not None else []
+            losses = [resume.losses] if resume is not None else []
+            for b, x in enumerate(self._inputs(self.val, level, batches, first), start=first):
+                levels: dict[int, torch.Tensor] = {}
                 logits = net.classify(net.forward_range(x, level, 4, levels if keep else None))
                 if keep:
                     self._keep_levels(self.val, b, levels)
@@ -355,6 +336,26 @@ class SupernetProxy:
                 correct.append(c)
                 losses.append(l_)
         return torch.cat(correct), torch.cat(losses)
+
+    def _recalibrate(self, start: int, level: int, keep: bool) -> None:
+        """BN recalibration of the active member from stage ``start`` on over the calibration batches (the shared
+        stages take the reference's statistics); with ``keep``, keep the calibration pass's stage inputs."""
+        net = self.net
+        if start > 0:  # the shared stages: the reference's statistics (another member may have run since)
+            for name, t in self._ref_stats.items():
+                net.get_buffer(name).copy_(t)
+        prefix = nn.ModuleList([net.stem, *net.stages[:start]] if start else [])
+        with batch_statistics(prefix):  # recomputed calibration inputs as a calibration pass makes them
+
+            def calib_forward() -> Iterator[torch.Tensor]:
+                for b, x in enumerate(self._inputs(self.calib, level)):
+                    levels: dict[int, torch.Tensor] = {}
+                    out = net.forward_range(x, level, 4, levels if keep else None)
+                    if keep:
+                        self._keep_levels(self.calib, b, levels)
+                    yield out
+
+            recalibrate_bn(net.bn_scope(start), calib_forward(), run=net.norm)
 
     def _score_batch(self, b: int, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         y = self.val.labels[b * self.val.batch_size : b * self.val.batch_size + len(logits)]

@@ -24,10 +24,10 @@ from supernet.bn_calibration import calibration_batch_norm
 class _ChannelsLastBatchNorm(torch.autograd.Function):
     """Training-mode batch norm of a channels-last (B, C, H, W) input (or a 1x1 map), seen as (B*H*W, C) rows.
 
-    PyTorch's own channels-last CPU kernel takes the variance from running sums of x and x**2, which loses
-    digits where a channel's mean is large next to its spread: 16x the contiguous kernel's gradient error
-    against float64 in a sandwich step (experiments/results/bench_training.md). Here the variance is taken
-    about the mean (two passes) and the backward is the textbook one, all column sums over rows that lie
+    Used on the CPU only (CUDA keeps cuDNN's kernel). PyTorch's own channels-last CPU kernel takes the variance
+    from running sums of x and x**2, which loses digits where a channel's mean is large next to its spread: 16x
+    the contiguous kernel's gradient error against float64 in a sandwich step (experiments/results/bench_training.md).
+    Here the variance is taken about the mean (two passes) and the backward is the textbook one, all column sums over rows that lie
     contiguous in memory. Returns (output, batch mean, biased batch variance).
     """
 
@@ -84,8 +84,8 @@ def sliced_batch_norm(x: torch.Tensor, bn: nn.BatchNorm2d, channels: int) -> tor
         bn.num_batches_tracked.add_(1)
         momentum = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
     use_batch_stats = bn.training or bn.running_mean is None
-    if use_batch_stats and torch.is_grad_enabled() and x.is_contiguous(memory_format=torch.channels_last) \
-            and x.dtype == bn.weight.dtype:  # channels-last maps, and 1x1 maps of either layout
+    if use_batch_stats and torch.is_grad_enabled() and x.device.type == "cpu" and x.dtype == bn.weight.dtype \
+            and x.is_contiguous(memory_format=torch.channels_last):  # channels-last maps, and 1x1 maps of either layout
         return _channels_last_batch_norm(x, bn, channels, momentum)
     return F.batch_norm(
         x,
