@@ -301,10 +301,12 @@ class PipelineApp:
 class ValidateProxyApp:
     supernet: str = MISSING
     lut_file: str = MISSING
-    members: int = setting(10, ge=3)
+    members: int = setting(20, ge=3)
     pool: int = setting(400, ge=3)
     seed: int = 0
-    standalone_seed: int = 0
+    standalone_seeds: int = setting(2, ge=2)   # seeds 0..n-1 per member: the seed-mean target and its split-half ceiling
+    standalone_dir: Optional[str] = None       # where the standalone runs live (None: run_dir/standalone)
+    bootstrap: int = setting(2000, ge=100)     # resamples of each tau's 90 % interval
     compute_device: str = "auto"
     threads: Optional[int] = setting(None, ge=1)
     progress: bool = True

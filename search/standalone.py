@@ -7,6 +7,7 @@ Only ``train.seed`` (and the thread count) may differ.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any, Mapping, Optional
@@ -19,8 +20,10 @@ from supernet.arch import ArchConfig
 from supernet.errors import UserError
 from supernet.io_utils import atomic_write_text, make_dir
 
-# settings of the supernet's run that do not carry over to a standalone run
-_NOT_RECIPE = ("finetune.", "train.init_from", "train.eval_presets", "train.progress", "train.threads", "compute_device")
+# settings of the supernet's run that do not carry over to a standalone run (the last three only steer the
+# sandwich rule: one member trained alone has no random members and no teacher)
+_NOT_RECIPE = ("finetune.", "train.init_from", "train.eval_presets", "train.progress", "train.threads", "compute_device",
+               "train.num_random", "train.inplace_distillation", "train.kd_temperature")
 
 
 def recipe_config(train_config: Mapping[str, Any]) -> dict[str, Any]:
@@ -37,6 +40,20 @@ def recipe_config(train_config: Mapping[str, Any]) -> dict[str, Any]:
             node = node.setdefault(p, {})
         node[leaf] = value
     return nested
+
+
+def recipe_digest(train_config: Mapping[str, Any]) -> str:
+    """8 hex digits naming the standalone recipe of a supernet's settings (seed and run directory excluded): two
+    supernets trained alike up to their sandwich settings share their members' standalone runs."""
+    cfg = recipe_config(train_config)
+    cfg.pop("run_dir", None)
+    cfg.get("train", {}).pop("seed", None)
+    return hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+def standalone_run_dir(root: str | Path, arch_hash: str, train_config: Mapping[str, Any], seed: int) -> Path:
+    """Where the standalone run of one member, recipe and seed lives under ``root``."""
+    return Path(root) / f"{arch_hash[:10]}-{recipe_digest(train_config)}" / f"seed{int(seed)}"
 
 
 def standalone_config(train_config: Mapping[str, Any], arch: ArchConfig, run_dir: str | Path, seed: int = 0,

@@ -222,6 +222,14 @@ class SearchSpace:
             attn.append(a)
         return self.member(widths, exps, attn, **{"name": "sample", **context})
 
+    def num_members(self) -> int:
+        """How many distinct members the space holds: per stage its widths times, summed over its (FFN, attention)
+        pairs, the expansion choices of each block."""
+        total = 1
+        for s in self.stages:
+            total *= len(s.widths) * sum(len(s.expansions) ** (f + a) for f, a in s.depth_pairs())
+        return total
+
     def stage_choices(self, stage: int) -> dict[str, Any]:
         """The choices of one stage: widths, (ffn, attn) pairs and expansions."""
         s = self.stages[stage]
