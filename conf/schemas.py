@@ -11,14 +11,28 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 from typing import Any, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
-from supernet.data.registry import DATASETS
-from supernet.errors import UserError
-from supernet.onnx_export import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
+from conf.errors import UserError
+
+CONF_DIR = Path(__file__).resolve().parent  # the config tree: conf/<group>/*.yaml
+
+# the ONNX opsets the exporters write (supernet/onnx_export.py) and the settings accept
+DYNAMO_MIN_OPSET = 18  # the lowest opset the torch.export-based exporter writes
+DEFAULT_OPSET = DYNAMO_MIN_OPSET
+MIN_OPSET = 17  # TorchScript exporter only
+MAX_OPSET = 21  # the newest opset torch's exporter and onnxruntime both take here
+
+
+def group_options(group: str) -> tuple[str, ...]:
+    """The options of a config group: its YAML files (``conf/<group>/*.yaml``). The names a registry entry
+    must match (``data.name``: the datasets; ``search.name``: the strategies)."""
+    return tuple(sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml")))
 
 
 def setting(default: Any = MISSING, *, ge: Optional[float] = None, gt: Optional[float] = None,
@@ -38,6 +52,24 @@ def typed(node: Any, schema: type) -> Any:
     """``node`` (a typed or plain config, or None) as an instance of the dataclass ``schema``: what an app hands
     below itself instead of a DictConfig."""
     return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), node or {}))
+
+
+def checked(node: Any, schema: type, prefix: str) -> Any:
+    """``node`` (a plain mapping, a config, or an instance of ``schema``) typed as ``schema`` and checked like a
+    composed config: an unknown key, a wrong type or a value out of range raises one ``UserError`` naming
+    ``<prefix>.<key>``."""
+    if dataclasses.is_dataclass(node) and not isinstance(node, type):
+        node = dataclasses.asdict(node)
+    try:
+        cfg = OmegaConf.merge(OmegaConf.structured(schema), node or {})
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None) or "?"
+        if isinstance(err, ConfigKeyError):
+            allowed = ", ".join(f.name for f in dataclasses.fields(schema))
+            raise UserError(f"{prefix}.{key}: unknown key; allowed: {allowed}") from None
+        raise UserError(f"{prefix}.{key}: {str(err).splitlines()[0]}") from None
+    check_config(cfg, prefix + ".")
+    return OmegaConf.to_object(cfg)
 
 
 @dataclasses.dataclass
@@ -114,7 +146,7 @@ class CommandDeviceSchema:
 # ---------------------------------------------------------------------------------------------- supernet
 @dataclasses.dataclass
 class DataSchema:
-    name: str = setting("fashion", choices=tuple(DATASETS))  # supernet/data/registry.py
+    name: str = setting("fashion", choices=group_options("data"))  # each has its entry in supernet/data/registry.py
     root: Optional[str] = None
     image_size: int = setting(32, ge=32, le=2048, multiple_of=32)
     mean: List[float] = setting([0.5, 0.5, 0.5])
@@ -123,7 +155,7 @@ class DataSchema:
     train_ratio: List[float] = setting([0.75, 1.3333333])
     hflip: float = setting(0.5, ge=0.0, le=1.0)
     crop_pct: float = setting(0.875, gt=0.0, le=1.0)
-    calib_size: int = setting(2000, ge=10)
+    calib_size: int = setting(2000, ge=10)              # BN recalibration needs more than one image per statistic
     holdout: int = setting(0, ge=0)                     # training images held out as the search's val split
     num_workers: Optional[int] = setting(0, ge=0)       # null: as many as the CPUs (decoded images), 0 in memory
     seed: int = 0
@@ -182,7 +214,7 @@ class BudgetSchema:
 
 @dataclasses.dataclass
 class SearchSchema:
-    name: str = setting(MISSING, choices=("nsga2", "tpe", "mes", "random", "slimming"))
+    name: str = setting(MISSING, choices=group_options("search"))  # each has its entry in search/strategies.py
 
 
 @dataclasses.dataclass

@@ -10,11 +10,12 @@ import argparse
 
 import torch
 
+from conf.schemas import DEFAULT_OPSET
 from experiments.common import machine_header, write_result
 from latency_lut.machine import peak_gflops
 from latency_lut.timing import Protocol, measure_interleaved
 from supernet import ArchConfig, build_model, count_macs, fuse
-from supernet.onnx_export import DEFAULT_OPSET, onnx_bytes, ort_session
+from supernet.onnx_export import onnx_bytes, ort_session
 
 
 def bench(name: str, batch: int, threads: int, repeats: int) -> dict:

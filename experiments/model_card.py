@@ -13,10 +13,11 @@ import argparse
 import numpy as np
 import torch
 
+from conf.schemas import DEFAULT_OPSET
 from experiments.common import machine_header, splice_readme, write_result
 from latency_lut.timing import Protocol, measure_interleaved
 from supernet import ArchConfig, build_model, count_macs, count_params
-from supernet.onnx_export import DEFAULT_OPSET, onnx_bytes, ort_session
+from supernet.onnx_export import onnx_bytes, ort_session
 
 PUBLISHED = {  # timm evaluation of the converted release weights (224, crop 0.95, bicubic)
     "s0": (76.10, 92.85),

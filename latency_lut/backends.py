@@ -29,16 +29,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from conf.registry import Registry
+from conf.schemas import DEFAULT_OPSET
 from latency_lut.timing import Protocol, Stats, flusher, measure_samplers, time_once, time_touched
 from supernet.errors import UserError
 from supernet.io_utils import read_user_text
-from supernet.onnx_export import DEFAULT_OPSET
 
 # pieces and validation networks: TorchScript first (5-10x faster to export, the same graph after onnxruntime's
 # optimisations as the dynamo exporter's, experiments/results/bench_exporters.md), the dynamo exporter where it fails
 TIMING_EXPORTER = "fast"
-
-BACKENDS = ("ort", "torch", "command")
 
 
 class DeviceError(UserError):
@@ -277,7 +276,9 @@ class CommandBackend(Backend):
         return Prepared(lambda: None, lambda: self._run(exported, input_shape, protocol))
 
 
-BACKEND_CLASSES: dict[str, type[Backend]] = {"ort": OrtBackend, "torch": TorchBackend, "command": CommandBackend}
+BACKEND_CLASSES: Registry[type[Backend]] = Registry("device.backend", "device backend")  # each: conf/device/<name>.yaml
+for _cls in (OrtBackend, TorchBackend, CommandBackend):
+    BACKEND_CLASSES.register(_cls.name, _cls)
 
 
 def make_backend(cfg: Mapping[str, Any]) -> Backend:
@@ -285,10 +286,8 @@ def make_backend(cfg: Mapping[str, Any]) -> Backend:
     cfg = dict(cfg)
     kind = cfg.pop("backend", None)
     cfg.pop("name", None)
-    classes = BACKEND_CLASSES
-    if kind not in classes:
-        raise DeviceError(f"device.backend: {kind!r} is not one of {', '.join(BACKENDS)}")
+    cls = BACKEND_CLASSES.get_or_fail(kind)
     try:
-        return classes[kind](**cfg)
+        return cls(**cfg)
     except TypeError as exc:
         raise DeviceError(f"device: bad options for the {kind} backend ({exc})") from None

@@ -16,7 +16,7 @@ import json
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Sequence
 
 import hydra
 import optuna
@@ -24,21 +24,19 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from optuna.storages import BaseStorage
 
-from conf.schemas import SearchApp, check_config, register_schemas
+from conf.schemas import ProxySchema, SearchApp, check_config, register_schemas, typed
 from latency_lut.lut import LatencyLUT, warn_if_foreign
 from search.budgets import Budget, budget_name, resolve_budget
 from search.metrics import CandidateEvaluator, resolve_mes
-from search.proxy import AnalyticProxy, SupernetProxy
+from search.proxies import build_proxy, proxy_description
 from search.results import RUN_FILE, RUN_FORMAT, best_trial, completed
 from search.storage import dashboard_target, open_storage, storage_url
 from search.strategies import SearchContext, get_strategy
 from supernet.arch import PRESETS, ArchConfig
 from supernet.compute import resolve_device
-from supernet.data import build_data
 from supernet.elastic import Supernet
 from supernet.errors import UserError, report_user_errors, run_hydra_app
 from supernet.io_utils import atomic_write_text, make_dir
-from supernet.train.precision import resolve_precision
 
 register_schemas()
 
@@ -49,48 +47,6 @@ def file_digest(path: Path) -> str:
     """The first 16 hex digits of the file's SHA-256."""
     with open(path, "rb") as fh:
         return hashlib.file_digest(fh, "sha256").hexdigest()[:16]
-
-
-def data_settings(supernet: Supernet, override: Optional[dict[str, Any]]) -> dict[str, Any]:
-    """The data the proxy evaluates on: ``proxy.data`` if given, else the supernet's training data."""
-    if override:
-        return override
-    tc = getattr(supernet, "train_config", None) or {}
-    data = {k[len("data."):]: v for k, v in tc.items() if k.startswith("data.")}
-    if not data:
-        raise UserError(f"{supernet.source_path}: records no training data; give proxy.data (a data config)")
-    return data
-
-
-def build_proxy(cfg: DictConfig, supernet: Supernet, supernet_digest: str):
-    p = cfg.proxy
-    if p.kind == "analytic":
-        return AnalyticProxy()
-    if p.kind != "supernet":
-        raise UserError(f"proxy.kind: {p.kind!r} is not one of supernet, analytic")
-    device = resolve_device(cfg.compute_device)
-    precision = resolve_precision(p.precision, device, key="proxy.precision")
-    data_cfg = data_settings(supernet, OmegaConf.to_container(p.data, resolve=True) if p.get("data") else None)
-    data = build_data(data_cfg)
-    # format 3: val_images / calib_images are seeded class-balanced choices, scored in batches of batch_size
-    key = json.dumps({"supernet": supernet_digest, "data": data_cfg, "calib": p.calib_images, "val": p.val_images,
-                      "split": data.search_split, "batch_size": p.batch_size, "precision": p.precision,
-                      "device": device.type, "format": 3},
-                     sort_keys=True, default=str)
-    cache = Path(p.cache) if p.get("cache") else None
-    if cache is not None:
-        make_dir(cache.parent, "proxy.cache")
-    return SupernetProxy.from_data(supernet, data, p.calib_images, p.val_images, cache,
-                                   hashlib.sha256(key.encode()).hexdigest()[:16], device=device,
-                                   batch_size=int(p.batch_size), memory_mb=float(p.memory_mb), precision=precision)
-
-
-def proxy_description(proxy) -> dict[str, Any]:
-    """What the proxy scored on: split, image counts and compute device (supernet proxies)."""
-    if not isinstance(proxy, SupernetProxy):
-        return {}
-    return {"split": proxy.val.split, "images": len(proxy.val.labels), "calib_images": len(proxy.calib.labels),
-            "batch_size": proxy.val.batch_size, "device": str(proxy.device), "precision": proxy.precision.name}
 
 
 def _settings(cfg: DictConfig, budget: Budget, space_hash: str, supernet_digest: str, lut: LatencyLUT) -> dict[str, Any]:
@@ -162,7 +118,7 @@ def run_search(cfg: DictConfig) -> dict[str, Any]:
     if missing:
         raise UserError(f"{cfg.lut_file}: incomplete LUT, e.g. no entry for {missing[0]} (finish it with eformer-lut build)")
     digest = file_digest(supernet.source_path)
-    proxy = build_proxy(cfg, supernet, digest)
+    proxy = build_proxy(typed(cfg.proxy, ProxySchema), supernet, digest, str(cfg.compute_device))
     evaluator = CandidateEvaluator(proxy, lut, resolve_mes(OmegaConf.to_container(cfg.mes, resolve=True), lut))
     make_dir(run_dir, "run_dir")
     settings = _settings(cfg, budget, space.hash, digest, lut)

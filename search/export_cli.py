@@ -10,13 +10,14 @@ import argparse
 from pathlib import Path
 from typing import NoReturn, Optional, Sequence
 
+from conf.schemas import DEFAULT_OPSET, DYNAMO_MIN_OPSET, MAX_OPSET, MIN_OPSET
 from search.export_arch import add_arch_parser
 from supernet.arch import ArchConfig
 from supernet.convert import SOURCES, convert_state_dict, load_converted, read_checkpoint
 from supernet.errors import UserError, report_user_errors
 from supernet.io_utils import atomic_torch_save, check_output, safe_torch_load
 from supernet.model import EfficientFormerV2, build_model
-from supernet.onnx_export import DEFAULT_OPSET, DYNAMO_MIN_OPSET, EXPORTERS, MAX_OPSET, MIN_OPSET, check_onnx_parity, export_onnx
+from supernet.onnx_export import EXPORTERS, check_onnx_parity, export_onnx
 
 
 def weights_arch(weights: str) -> ArchConfig:

@@ -13,13 +13,14 @@ from typing import Any, Callable, Optional
 
 import optuna
 
+from conf.registry import Registry
 from conf.schemas import NSGA2SearchSchema, SamplerSearchSchema, SearchSchema, SlimmingSearchSchema, TPESearchSchema, typed
 from search.metrics import PARETO_DIRECTIONS, PARETO_METRICS, Metrics, pareto_values
 from search.slimming import SlimmingSettings, record_candidates, slim
 from search.worker import run_worker
-from supernet.errors import UserError
 
-__all__ = ["PARETO_DIRECTIONS", "PARETO_METRICS", "pareto_values", "Strategy", "SearchContext", "get_strategy"]
+__all__ = ["PARETO_DIRECTIONS", "PARETO_METRICS", "pareto_values", "Strategy", "SearchContext", "STRATEGIES",
+           "get_strategy", "register_strategy"]
 
 
 @dataclasses.dataclass
@@ -85,37 +86,44 @@ def tpe_sampler(c: TPESearchSchema, seed: int) -> optuna.samplers.BaseSampler:
     return optuna.samplers.TPESampler(n_startup_trials=c.n_startup_trials, seed=seed, multivariate=c.multivariate)
 
 
-STRATEGIES: dict[str, Strategy] = {
-    "nsga2": Strategy(
-        "nsga2", PARETO_DIRECTIONS, pareto_values,
-        lambda c, seed: optuna.samplers.NSGAIISampler(population_size=c.population_size, seed=seed),
-        "Pareto front of (proxy top-1, LUT latency, parameters), budgets as constraints", settings_schema=NSGA2SearchSchema,
-    ),
-    "tpe": Strategy(
-        "tpe", ["maximize"], lambda m: [m.top1], tpe_sampler,
-        "maximise proxy top-1 under the latency/params budget (constraints)", ("top1",), settings_schema=TPESearchSchema,
-    ),
-    "mes": Strategy(
-        "mes", ["maximize"], lambda m: [m.top1 * m.mes / 100.0], tpe_sampler,
-        "maximise top-1 x MES / 100 (accuracy-efficiency trade-off) under the budget", ("top1_x_mes",),
-        settings_schema=TPESearchSchema,
-    ),
-    "random": Strategy(
-        "random", PARETO_DIRECTIONS, pareto_values,
-        lambda c, seed: optuna.samplers.RandomSampler(seed=seed),
-        "uniform random members (baseline)",
-    ),
-    "slimming": Strategy(
-        "slimming", PARETO_DIRECTIONS, pareto_values, None,
-        "the paper's fine-grained joint search: from the largest member, the action with the smallest accuracy drop "
-        "per MES gained, until the budget is met", driver=run_slimming, settings_schema=SlimmingSearchSchema,
-    ),
-}
+STRATEGIES: Registry[Strategy] = Registry("search.name", "strategy")  # each name also has its conf/search/<name>.yaml
 
-ALL_STRATEGIES = tuple(STRATEGIES)
+
+def register_strategy(strategy: Strategy) -> Strategy:
+    """Make ``strategy`` selectable as ``search=<its name>`` (with its conf/search/<name>.yaml)."""
+    return STRATEGIES.register(strategy.name, strategy)
+
+
+register_strategy(Strategy(
+    "nsga2", PARETO_DIRECTIONS, pareto_values,
+    lambda c, seed: optuna.samplers.NSGAIISampler(population_size=c.population_size, seed=seed),
+    "Pareto front of (proxy top-1, LUT latency, parameters), budgets as constraints", settings_schema=NSGA2SearchSchema,
+))
+
+register_strategy(Strategy(
+    "tpe", ["maximize"], lambda m: [m.top1], tpe_sampler,
+    "maximise proxy top-1 under the latency/params budget (constraints)", ("top1",), settings_schema=TPESearchSchema,
+))
+
+register_strategy(Strategy(
+    "mes", ["maximize"], lambda m: [m.top1 * m.mes / 100.0], tpe_sampler,
+    "maximise top-1 x MES / 100 (accuracy-efficiency trade-off) under the budget", ("top1_x_mes",),
+    settings_schema=TPESearchSchema,
+))
+
+register_strategy(Strategy(
+    "random", PARETO_DIRECTIONS, pareto_values,
+    lambda c, seed: optuna.samplers.RandomSampler(seed=seed),
+    "uniform random members (baseline)",
+))
+
+register_strategy(Strategy(
+    "slimming", PARETO_DIRECTIONS, pareto_values, None,
+    "the paper's fine-grained joint search: from the largest member, the action with the smallest accuracy drop "
+    "per MES gained, until the budget is met", driver=run_slimming, settings_schema=SlimmingSearchSchema,
+))
 
 
 def get_strategy(name: str) -> Strategy:
-    if name not in STRATEGIES:
-        raise UserError(f"search.name: {name!r} is not a strategy; choose one of {', '.join(ALL_STRATEGIES)}")
-    return STRATEGIES[name]
+    """The registered strategy ``name`` (``search.name``), or a one-line error naming the setting."""
+    return STRATEGIES.get_or_fail(name)

@@ -33,9 +33,9 @@ from tqdm import tqdm
 
 from conf.schemas import ValidateProxyApp, check_config, register_schemas, typed
 from latency_lut.lut import LatencyLUT, warn_if_foreign
+from search.fidelity import fidelity
 from search.params import arch_hash
 from search.proxy import SupernetProxy
-from search.fidelity import fidelity
 from search.standalone import standalone_run_dir, train_standalone
 from supernet.arch import ArchConfig
 from supernet.compute import resolve_device

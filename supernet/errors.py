@@ -1,15 +1,18 @@
-"""User-facing errors and the CLI wrapper that turns them into one-line messages and exit code 2."""
+"""User-facing errors and the CLI wrapper that turns them into one-line messages and exit code 2.
+
+:class:`UserError` itself is defined in :mod:`conf.errors` (the bottom of the package graph, so the config
+checks raise it too); this module gives it to the packages and adds the CLI wrapper."""
 from __future__ import annotations
 
 import functools
 import sys
 from typing import Callable, TypeVar
 
+from conf.errors import UserError
+
+__all__ = ["UserError", "report_user_errors"]
+
 T = TypeVar("T")
-
-
-class UserError(ValueError):
-    """A mistake in the user's input (file, option, config); reported in one line, no traceback."""
 
 
 def report_user_errors(prog: str) -> Callable[[Callable[..., T]], Callable[..., T]]:

@@ -11,14 +11,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from conf.schemas import DEFAULT_OPSET, DYNAMO_MIN_OPSET, MIN_OPSET
 from supernet.deploy import fuse
 from supernet.errors import UserError
 from supernet.io_utils import atomic_write
 
-DYNAMO_MIN_OPSET = 18  # the lowest opset the torch.export-based exporter writes
-DEFAULT_OPSET = DYNAMO_MIN_OPSET
-MIN_OPSET = 17  # TorchScript exporter only
-MAX_OPSET = 21  # the newest opset torch's exporter and onnxruntime both take here
 EXPORTERS = ("auto", "dynamo", "torchscript", "fast")
 # which exporters each choice tries, in order; "fast" (TorchScript first) times pieces and whole networks in LUT
 # builds and validations, and writes the main job's exports: TorchScript exports 5-10x faster, and after

@@ -10,6 +10,7 @@ import torch
 from supernet.data import EpochBatchSampler, build_data
 from supernet.data.sources import DataError
 from supernet.data.transforms import EvalTransform, TrainTransform, random_resized_crop, resize_center_crop
+from supernet.errors import UserError
 
 
 def test_transforms():
@@ -112,20 +113,20 @@ def test_imagefolder(tmp_path):
 @pytest.mark.parametrize(
     "cfg, message",
     [
-        ({"name": "mnist"}, "data.name: 'mnist' is not one of fashion, digits, cifar10, imagefolder"),
+        ({"name": "mnist"}, "data.name: 'mnist' is not one of cifar10, digits, fashion, imagefolder"),
         ({"name": "cifar10"}, "data.root: required for the cifar10 dataset"),
         ({"name": "cifar10", "root": "/nonexistent/x"}, "data.root: /nonexistent/x is not a directory"),
         ({"name": "imagefolder", "root": "/nonexistent/x"}, "data.root: /nonexistent/x/train is missing"),
-        ({"name": "digits", "image_size": 40}, "data.image_size: 40 is not a positive multiple of 32"),
-        ({"name": "digits", "image_size": 0}, "data.image_size: 0 is not a positive multiple of 32"),
-        ({"name": "digits", "calib_size": 1}, "data.calib_size: 1 must be an integer >= 10"),
+        ({"name": "digits", "image_size": 40}, "data.image_size: 40 is not a multiple of 32"),
+        ({"name": "digits", "image_size": 0}, "data.image_size: 0 must be >= 32"),
+        ({"name": "digits", "calib_size": 1}, "data.calib_size: 1 must be >= 10"),
         ({"name": "digits", "root": "/tmp"}, "data.root: the digits dataset is bundled"),
         ({"name": "fashion", "root": "/nonexistent/f"}, "data.root: /nonexistent/f is not a directory"),
-        ({"name": "digits", "colour": 1}, "data: unknown key(s) colour"),
+        ({"name": "digits", "colour": 1}, "data.colour: unknown key; allowed: name, root, image_size"),
     ],
 )
 def test_data_errors(cfg, message):
-    with pytest.raises(DataError) as err:
+    with pytest.raises(UserError) as err:
         build_data(cfg)
     assert message in str(err.value)
 

@@ -1,7 +1,6 @@
 """The proxy-fidelity statistics: taus with intervals, the split-half ceiling, the spread test; the space's count."""
 from __future__ import annotations
 
-import itertools
 import random
 
 import pytest

@@ -11,63 +11,29 @@ for any number of loader workers, and every rank of a distributed run gets its o
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 from typing import Any, Iterator, Mapping, Optional, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from conf.schemas import DataSchema, checked
 from supernet.data.registry import DATASETS, DatasetSpec, register_dataset
 from supernet.data.sources import DataError, DecodeFailure, FolderSource
 from supernet.data.subsets import balanced_subset
 from supernet.data.transforms import EvalTransform, TrainTransform
 
-MIN_CALIB = 10  # BN recalibration needs a batch with more than one image per statistic
 
-
-@dataclasses.dataclass(frozen=True)
-class DataConfig:
-    """The ``data`` config group (conf/data/*.yaml)."""
-
-    name: str = "fashion"
-    root: Optional[str] = None
-    image_size: int = 32
-    mean: tuple[float, ...] = (0.5, 0.5, 0.5)
-    std: tuple[float, ...] = (0.5, 0.5, 0.5)
-    train_scale: tuple[float, float] = (0.08, 1.0)
-    train_ratio: tuple[float, float] = (3 / 4, 4 / 3)
-    hflip: float = 0.5
-    crop_pct: float = 0.875
-    calib_size: int = 2000
-    holdout: int = 0
-    num_workers: Optional[int] = 0
-    seed: int = 0
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "DataConfig":
-        fields = {f.name for f in dataclasses.fields(cls)}
-        extra = set(data) - fields
-        if extra:
-            raise DataError(f"data: unknown key(s) {', '.join(sorted(extra))}; allowed: {', '.join(sorted(fields))}")
-        kw = {k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in data.items()}
-        cfg = cls(**kw)
-        if cfg.name not in DATASETS:
-            raise DataError(f"data.name: {cfg.name!r} is not one of {', '.join(DATASETS)}")
-        need = DATASETS[cfg.name].root
-        if need == "required" and not cfg.root:
-            raise DataError(f"data.root: required for the {cfg.name} dataset")
-        if need == "forbidden" and cfg.root:
-            raise DataError(f"data.root: the {cfg.name} dataset is bundled (scikit-learn); leave root unset")
-        if not isinstance(cfg.image_size, int) or isinstance(cfg.image_size, bool) or cfg.image_size < 32 or cfg.image_size % 32:
-            raise DataError(f"data.image_size: {cfg.image_size!r} is not a positive multiple of 32")
-        if not isinstance(cfg.calib_size, int) or isinstance(cfg.calib_size, bool) or cfg.calib_size < MIN_CALIB:
-            raise DataError(f"data.calib_size: {cfg.calib_size!r} must be an integer >= {MIN_CALIB} (BN recalibration)")
-        if not isinstance(cfg.holdout, int) or isinstance(cfg.holdout, bool) or cfg.holdout < 0:
-            raise DataError(f"data.holdout: {cfg.holdout!r} must be an integer >= 0 (0: the search scores the val split)")
-        if cfg.num_workers is not None and (not isinstance(cfg.num_workers, int) or cfg.num_workers < 0):
-            raise DataError(f"data.num_workers: {cfg.num_workers!r} must be an integer >= 0, or null (as many as the CPUs)")
-        return cfg
+def data_settings(data: Mapping[str, Any] | DataSchema) -> DataSchema:
+    """The ``data`` settings typed by their schema (conf/schemas.py ``DataSchema``) and checked: the schema's
+    ranges, then what the chosen dataset needs (a root, or none); one line naming the key otherwise."""
+    cfg: DataSchema = checked(data, DataSchema, "data")
+    need = DATASETS.get_or_fail(cfg.name).root
+    if need == "required" and not cfg.root:
+        raise DataError(f"data.root: required for the {cfg.name} dataset")
+    if need == "forbidden" and cfg.root:
+        raise DataError(f"data.root: the {cfg.name} dataset is bundled (scikit-learn); leave root unset")
+    return cfg
 
 
 class AugmentedDataset(Dataset):
@@ -172,7 +138,7 @@ class EpochBatchSampler(Sampler):
 class Data:
     """Splits plus loaders with the deterministic sampler."""
 
-    def __init__(self, cfg: DataConfig) -> None:
+    def __init__(self, cfg: DataSchema) -> None:
         self.cfg = cfg
         spec = DATASETS[cfg.name]
         splits = spec.read(cfg.root, cfg.calib_size, cfg.seed)
@@ -229,10 +195,10 @@ class Data:
         return self.splits[split].targets()
 
 
-def build_data(cfg: Mapping[str, Any] | DataConfig) -> Data:
+def build_data(cfg: Mapping[str, Any] | DataSchema) -> Data:
     """Data splits and loaders from a ``data`` config group."""
-    return Data(cfg if isinstance(cfg, DataConfig) else DataConfig.from_dict(cfg))
+    return Data(data_settings(cfg))
 
 
-__all__ = ["Data", "DataConfig", "DataError", "DatasetSpec", "DATASETS", "build_data", "register_dataset",
+__all__ = ["Data", "DataSchema", "data_settings", "DataError", "DatasetSpec", "DATASETS", "build_data", "register_dataset",
            "EpochBatchSampler", "balanced_subset"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable, Optional
 
+from conf.registry import Registry
 from supernet.data.fashion import fashion_splits
 from supernet.data.sources import cifar10_splits, digits_splits, imagefolder_splits
 
@@ -26,14 +27,13 @@ class DatasetSpec:
         return self.num_classes if self.num_classes is not None else len(splits["train"].classes)
 
 
-DATASETS: dict[str, DatasetSpec] = {}
+DATASETS: Registry[DatasetSpec] = Registry("data.name", "dataset")  # each name also has its conf/data/<name>.yaml
 
 
 def register_dataset(spec: DatasetSpec) -> DatasetSpec:
     if spec.root not in ("required", "optional", "forbidden"):
         raise ValueError(f"dataset {spec.name}: root must be required, optional or forbidden, not {spec.root!r}")
-    DATASETS[spec.name] = spec
-    return spec
+    return DATASETS.register(spec.name, spec)
 
 
 register_dataset(DatasetSpec("fashion", lambda root, calib, seed: fashion_splits(root, calib, seed), 10, "optional"))

@@ -1,0 +1,90 @@
+"""The extension points: every registry entry has its config group option (and back), unknown names fail in
+one line naming the setting, and the package graph has no cycle (``conf`` at the bottom, no import of ours)."""
+from __future__ import annotations
+
+import ast
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conf.errors import UserError
+from conf.registry import Registry
+from conf.schemas import ProxySchema, group_options
+from latency_lut.backends import BACKEND_CLASSES
+from search.proxies import PROXIES
+from search.strategies import STRATEGIES
+from supernet.data import DATASETS
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("conf", "supernet", "latency_lut", "search")
+
+
+@pytest.mark.parametrize("registry,group", [(DATASETS, "data"), (STRATEGIES, "search"), (BACKEND_CLASSES, "device")])
+def test_each_registry_entry_has_its_config_group_option(registry, group):
+    assert tuple(sorted(registry)) == group_options(group)
+
+
+def test_proxy_kinds_are_the_schema_choices():
+    field = next(f for f in dataclasses.fields(ProxySchema) if f.name == "kind")
+    assert sorted(PROXIES) == sorted(field.metadata["choices"])
+
+
+def test_unknown_names_fail_naming_the_setting():
+    for registry in (DATASETS, STRATEGIES, BACKEND_CLASSES, PROXIES):
+        with pytest.raises(UserError) as err:
+            registry.get_or_fail("no-such-entry")
+        assert str(err.value).startswith(f"{registry.field}: 'no-such-entry' is not a ") and "\n" not in str(err.value)
+    reg: Registry[int] = Registry("x.kind", "thing")
+    reg.register("a", 1)
+    with pytest.raises(ValueError, match="already registered"):
+        reg.register("a", 2)
+    assert dict(reg) == {"a": 1} and reg.get_or_fail("a") == 1
+
+
+def _imports(path: Path) -> set[str]:
+    """Our modules ``path`` imports, at any depth of the file (lazy imports count)."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.add(node.module)
+        elif isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+    return {m for m in out if m.split(".")[0] in PACKAGES}
+
+
+def test_no_import_cycle_between_packages_or_modules():
+    graph: dict[str, set[str]] = {}
+    for pkg in PACKAGES:
+        for path in (ROOT / pkg).rglob("*.py"):
+            name = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+            graph[name] = {m for m in _imports(path)}
+    packages: dict[str, set[str]] = {}
+    for mod, deps in graph.items():
+        packages.setdefault(mod.split(".")[0], set()).update(d.split(".")[0] for d in deps if d.split(".")[0] != mod.split(".")[0])
+    assert packages["conf"] == set(), "conf must import nothing of ours"
+    order = ["conf", "supernet", "latency_lut", "search"]  # each may import only those before it
+    for pkg, deps in packages.items():
+        assert all(order.index(d) < order.index(pkg) for d in deps), (pkg, deps)
+
+    def reach(start: str) -> set[str]:
+        seen, todo = set(), [start]
+        while todo:
+            for d in graph.get(todo.pop(), ()):
+                target = d if d in graph else d.rsplit(".", 1)[0]
+                if target not in seen:
+                    seen.add(target)
+                    todo.append(target)
+        return seen
+
+    cycles = [m for m in graph if m in reach(m)]
+    assert not cycles, f"modules on an import cycle: {cycles}"
+
+
+def test_importing_conf_loads_none_of_our_packages():
+    code = "import sys, conf, conf.schemas, conf.registry; print(sorted(m for m in sys.modules if m.split('.')[0] in " \
+           "('supernet', 'latency_lut', 'search')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip() == "[]"
