@@ -57,18 +57,19 @@ def typed(node: Any, schema: type) -> Any:
 def checked(node: Any, schema: type, prefix: str) -> Any:
     """``node`` (a plain mapping, a config, or an instance of ``schema``) typed as ``schema`` and checked like a
     composed config: an unknown key, a wrong type or a value out of range raises one ``UserError`` naming
-    ``<prefix>.<key>``."""
+    ``<prefix>.<key>`` (``<key>`` with an empty prefix)."""
+    where = f"{prefix}." if prefix else ""
     if dataclasses.is_dataclass(node) and not isinstance(node, type):
         node = dataclasses.asdict(node)
     try:
         cfg = OmegaConf.merge(OmegaConf.structured(schema), node or {})
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None) or "?"
-        if isinstance(err, ConfigKeyError):
+        if isinstance(err, ConfigKeyError) and "." not in key:
             allowed = ", ".join(f.name for f in dataclasses.fields(schema))
-            raise UserError(f"{prefix}.{key}: unknown key; allowed: {allowed}") from None
-        raise UserError(f"{prefix}.{key}: {str(err).splitlines()[0]}") from None
-    check_config(cfg, prefix + ".")
+            raise UserError(f"{where}{key}: unknown key; allowed: {allowed}") from None
+        raise UserError(f"{where}{key}: {str(err).splitlines()[0]}") from None
+    check_config(cfg, where)
     return OmegaConf.to_object(cfg)
 
 

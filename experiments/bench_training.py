@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from conf import compose
-from conf.schemas import register_schemas
+from conf.schemas import TrainApp, register_schemas, typed
 from experiments.common import machine_header, write_result
 from supernet.train.trainer import Trainer
 
@@ -36,7 +36,8 @@ PATHS = {"baseline": ["train.channels_last=false", "train.fused_optimizer=false"
 
 def build(name: str, root: Path) -> Trainer:
     register_schemas()
-    trainer = Trainer(compose("eformer_train", [f"run_dir={root / name}", "train.progress=false", *PATHS[name]]))
+    trainer = Trainer(typed(compose("eformer_train", [f"run_dir={root / name}", "train.progress=false", *PATHS[name]]),
+                            TrainApp))
     trainer.resume(trainer.build())
     return trainer
 

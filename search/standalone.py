@@ -12,10 +12,7 @@ import json
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
-
-from conf.schemas import TrainApp
+from conf.schemas import TrainApp, checked
 from supernet.arch import ArchConfig
 from supernet.errors import UserError
 from supernet.io_utils import atomic_write_text, make_dir
@@ -57,7 +54,7 @@ def standalone_run_dir(root: str | Path, arch_hash: str, train_config: Mapping[s
 
 
 def standalone_config(train_config: Mapping[str, Any], arch: ArchConfig, run_dir: str | Path, seed: int = 0,
-                      threads: Optional[int] = None, progress: bool = False, compute_device: str = "auto") -> DictConfig:
+                      threads: Optional[int] = None, progress: bool = False, compute_device: str = "auto") -> TrainApp:
     """The eformer-train config that trains ``arch`` alone from scratch with the supernet's recipe."""
     run_dir = Path(run_dir)
     make_dir(run_dir, "run_dir")
@@ -72,12 +69,10 @@ def standalone_config(train_config: Mapping[str, Any], arch: ArchConfig, run_dir
     cfg["finetune"] = {"arch": str(arch_file), "weights": None}
     cfg["run_dir"] = str(run_dir)
     cfg["compute_device"] = compute_device
-    try:  # typed like a composed eformer-train config, so its checks (and the app check) apply
-        return OmegaConf.merge(OmegaConf.structured(TrainApp), cfg)
-    except OmegaConfBaseException as err:
-        key = getattr(err, "full_key", None) or "?"
-        raise UserError(f"supernet file: recorded training setting {key} does not fit eformer-train's config: "
-                        f"{str(err).splitlines()[0]}") from None
+    try:  # typed and checked like a composed eformer-train config
+        return checked(cfg, TrainApp, "")
+    except UserError as err:
+        raise UserError(f"supernet file: recorded training setting {err} (it does not fit eformer-train's config)") from None
 
 
 def train_standalone(train_config: Mapping[str, Any], arch: ArchConfig, run_dir: str | Path, seed: int = 0,

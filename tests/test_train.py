@@ -145,3 +145,21 @@ def test_default_training_path_has_the_baseline_gradients(tmp_path):
     assert data["gradients"]["norm_rel_diff"] <= 1e-5
     assert data["gradients"]["max_abs_diff"] <= 1e-5
     assert data["ratio"] > 0
+
+
+@pytest.mark.parametrize("overrides", [[], ["space=tiny", "data=digits", "train.num_random=1"],
+                                       ["finetune.arch=s0", "train.eval_presets=[]"]])
+def test_typed_settings_keep_the_recorded_config_and_its_fingerprint(overrides):
+    """The Trainer takes typed settings (the app types the composed config once); what it records in the supernet
+    file and fingerprints for resuming is what the composed config held, so existing run directories resume."""
+    from omegaconf import OmegaConf
+
+    from conf import compose
+    from conf.schemas import TrainApp, typed
+    from supernet.train.checkpoint import flatten
+    from supernet.train.trainer import Trainer
+
+    cfg = compose("eformer_train", overrides)
+    composed = flatten(OmegaConf.to_container(cfg, resolve=True))
+    composed.pop("run_dir")
+    assert Trainer(typed(cfg, TrainApp)).flat == composed

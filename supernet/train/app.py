@@ -20,7 +20,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from conf.schemas import TrainApp, check_config, register_schemas
+from conf.schemas import TrainApp, check_config, register_schemas, typed
 from supernet.compute import resolve_device
 from supernet.errors import report_user_errors, run_hydra_app
 from supernet.train.trainer import Trainer
@@ -28,10 +28,13 @@ from supernet.train.trainer import Trainer
 register_schemas()
 
 
-def run_training(cfg: DictConfig) -> Path:
-    """Train (or resume, or confirm complete) the run in ``cfg.run_dir``; returns the supernet file."""
-    check_config(cfg, app=TrainApp)
-    resolve_device(str(cfg.compute_device))  # before any work (torchrun ranks resolve their own GPU again)
+def run_training(cfg: DictConfig | TrainApp) -> Path:
+    """Train (or resume, or confirm complete) the run in ``cfg.run_dir``; returns the supernet file. ``cfg``: a
+    composed config (checked and typed here, the app's boundary) or settings already typed and checked."""
+    if not isinstance(cfg, TrainApp):
+        check_config(cfg, app=TrainApp)
+        cfg = typed(cfg, TrainApp)
+    resolve_device(cfg.compute_device)  # before any work (torchrun ranks resolve their own GPU again)
     return Trainer(cfg).run()
 
 

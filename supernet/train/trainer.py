@@ -5,16 +5,16 @@ takes its settings typed (:class:`conf.schemas.TrainSchema`), so nothing below c
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
-from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from conf.schemas import FinetuneSchema, TrainSchema, typed
+from conf.schemas import FinetuneSchema, TrainApp, TrainSchema
 from supernet.arch import ArchConfig
 from supernet.convert import convert_state_dict, read_checkpoint
 from supernet.data import build_data
@@ -60,17 +60,17 @@ def eval_members(supernet: Supernet, space: SearchSpace, names: list[str]) -> di
 
 
 class Trainer:
-    """One training run in ``run_dir``: ``Trainer(cfg).run()`` trains, resumes or confirms it complete."""
+    """One training run in ``run_dir``: ``Trainer(settings).run()`` trains, resumes or confirms it complete."""
 
-    def __init__(self, cfg: DictConfig) -> None:
-        self.t: TrainSchema = typed(cfg.train, TrainSchema)
-        self.finetune: FinetuneSchema = typed(cfg.get("finetune"), FinetuneSchema)
-        self.run_dir = Path(cfg.run_dir)
-        self.flat = flatten(OmegaConf.to_container(cfg, resolve=True))
+    def __init__(self, settings: TrainApp) -> None:
+        self.t: TrainSchema = settings.train
+        self.finetune: FinetuneSchema = settings.finetune
+        self.run_dir = Path(settings.run_dir)
+        self.flat = flatten(dataclasses.asdict(settings))  # recorded in the supernet file; the resume fingerprint
         self.flat.pop("run_dir", None)
-        self.data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
-        self.space_cfg = OmegaConf.to_container(cfg.space, resolve=True)
-        self.info: DistInfo = init_distributed(str(cfg.get("compute_device", "auto")))
+        self.data_cfg = settings.data
+        self.space_cfg = settings.space
+        self.info: DistInfo = init_distributed(settings.compute_device)
         self.step = 0
 
     # ------------------------------------------------------------------ build
