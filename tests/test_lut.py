@@ -246,7 +246,7 @@ def test_subcommand_may_follow_hydra_flags(tmp_path):
         res = subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path)
         assert res.returncode == 0 and "command: validate" in res.stdout, res.stderr
     res = subprocess.run(["eformer-search", "--cfg", "job", "validate-proxy"], capture_output=True, text=True, cwd=tmp_path)
-    assert res.returncode == 0 and "members: 10" in res.stdout, res.stderr
+    assert res.returncode == 0 and "members: 20" in res.stdout, res.stderr
     assert list(tmp_path.iterdir()) == []
 
 

@@ -233,7 +233,7 @@ def test_stale_watch_forgives_a_stall_that_froze_everyone():
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["search.name=anneal"], "search.name: 'anneal' is not one of nsga2, tpe, mes, random, slimming"),
+    (["search.name=anneal"], "search.name: 'anneal' is not one of mes, nsga2, random, slimming, tpe"),
     (["budget=none", "budget.latency_ms=0.0001"], "is below the smallest member's"),
     (["budget=none", "budget.params_m=0.001"], "parameters is below the smallest member's"),
     (["budget.preset=s7"], "budget.preset: 's7' is not one of s0, s1, s2, l"),
