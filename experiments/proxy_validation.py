@@ -28,9 +28,10 @@ from typing import Any
 from conf import compose
 from experiments.common import RESULTS, machine_header, write_result
 from search.params import arch_hash
+from search.proxies import supernet_data
 from search.proxy import SupernetProxy
 from search.standalone import standalone_run_dir, train_standalone
-from search.validate_proxy import format_report, run_validate_proxy, spread_line
+from search.validate_proxy import format_report, format_tau, run_validate_proxy, spread_line
 from supernet.arch import ArchConfig
 from supernet.data import build_data
 from supernet.elastic import Supernet
@@ -45,16 +46,11 @@ SETTINGS = {  # one factor at a time from the default recipe (conf/train/default
 PRESETS = ("s0", "s1", "s2", "l")
 
 
-def _tau(t: dict[str, float]) -> str:
-    return f"{t['tau']:.3f} [{t['low']:.2f}, {t['high']:.2f}]"
-
-
 def extremes(supernet: Supernet, train_config: dict[str, Any], standalone: Path, seeds: int,
              threads: int) -> dict[str, Any]:
     """The largest and smallest members and the released S0-L, scored as members; the extremes also trained
     alone (same recipe and steps, ``seeds`` seeds)."""
-    data_cfg = {k[len("data."):]: v for k, v in train_config.items() if k.startswith("data.")}
-    proxy = SupernetProxy.from_data(supernet, build_data(data_cfg))
+    proxy = SupernetProxy.from_data(supernet, build_data(supernet_data(supernet, None)))
     archs = {"largest": supernet.largest(), "smallest": supernet.smallest(),
              **{p: supernet.member(ArchConfig.preset(p)) for p in PRESETS}}
     out: dict[str, Any] = {}
@@ -96,8 +92,8 @@ def summary_table(results: list[dict[str, Any]]) -> list[str]:
         st, m = r["validation"]["stats"], r["members"]
         ext = [f"{m[k]['member_top1']:.2f} / {statistics.fmean(m[k]['standalone_top1']):.2f}" for k in ("largest", "smallest")]
         rel = " / ".join(f"{m[p]['member_top1']:.2f}" for p in PRESETS)
-        lines.append(f"| {r['setting']} | {r['steps']} | {_tau(st['loss_vs_top1'])} | {_tau(st['ceiling']['top1'])} | "
-                     f"{st['loss_vs_top1']['ratio_to_ceiling']:.2f} | {_tau(st['loss_vs_loss'])} | {ext[0]} | {ext[1]} | {rel} |")
+        lines.append(f"| {r['setting']} | {r['steps']} | {format_tau(st['loss_vs_top1'])} | {format_tau(st['ceiling']['top1'])} | "
+                     f"{st['loss_vs_top1']['ratio_to_ceiling']:.2f} | {format_tau(st['loss_vs_loss'])} | {ext[0]} | {ext[1]} | {rel} |")
     return lines
 
 

@@ -28,8 +28,9 @@ from latency_lut.lut import LatencyLUT
 from latency_lut.timing import Protocol
 from latency_lut.validate import measure_networks
 from search.app import run_search
+from search.params import arch_hash
 from search.results import arch_of, completed, load_study, read_run
-from search.standalone import train_standalone
+from search.standalone import standalone_run_dir, train_standalone
 from supernet.arch import ArchConfig
 from supernet.elastic import Supernet
 from supernet.signatures import count_params
@@ -91,7 +92,8 @@ def main() -> None:
         for kind, arch in cands.items():
             member = supernet.member(arch)
             deployed = lut.in_context(arch)
-            res = [train_standalone(train_config, member, work / "standalone" / f"{b}-{kind}-seed{s}", seed=s,
+            res = [train_standalone(train_config, member,
+                                    standalone_run_dir(work / "standalone", arch_hash(member), train_config, s), seed=s,
                                     threads=args.threads) for s in args.seeds]
             models[f"{b}-{kind}"] = {"budget": b, "kind": kind, "summary": deployed.summary(), "arch": deployed,
                                      "params": count_params(deployed), "lut_ms": lut.predict(deployed),

@@ -35,6 +35,7 @@ from conf.schemas import ValidateProxyApp, check_config, register_schemas, typed
 from latency_lut.lut import LatencyLUT, warn_if_foreign
 from search.fidelity import fidelity
 from search.params import arch_hash
+from search.proxies import supernet_data
 from search.proxy import SupernetProxy
 from search.standalone import standalone_run_dir, train_standalone
 from supernet.arch import ArchConfig
@@ -118,9 +119,7 @@ def run_validate_proxy(cfg: DictConfig) -> dict[str, Any]:
     lut = LatencyLUT.load(s.lut_file, supernet.space)
     warn_if_foreign(lut, s.lut_file, "eformer-search validate-proxy")
     train_config = dict(supernet.train_config or {})
-    data_cfg = {k[len("data."):]: v for k, v in train_config.items() if k.startswith("data.")}
-    if not data_cfg:
-        raise UserError(f"{supernet.source_path}: records no training data (train it with eformer-train)")
+    data_cfg = supernet_data(supernet, None)
     members, edges = stratified_members(supernet, lut, s.members, s.pool, s.seed)
     run_dir = Path(s.run_dir)
     make_dir(run_dir, "run_dir")
@@ -167,14 +166,15 @@ def run_validate_proxy(cfg: DictConfig) -> dict[str, Any]:
     return summary
 
 
-def _tau(t: dict[str, float]) -> str:
+def format_tau(t: dict[str, float]) -> str:
+    """``tau [low, high]``: a tau with its interval."""
     return f"{t['tau']:.3f} [{t['low']:.3f}, {t['high']:.3f}]"
 
 
 def headline(stats: dict[str, Any]) -> str:
     """One line: the proxy's val-loss tau against the standalone seed-mean top-1, its ceiling and their ratio."""
     t, c = stats["loss_vs_top1"], stats["ceiling"]["top1"]
-    return (f"proxy val loss vs standalone top-1: Kendall tau {_tau(t)} (90 % interval), split-half ceiling {_tau(c)}, "
+    return (f"proxy val loss vs standalone top-1: Kendall tau {format_tau(t)} (90 % interval), split-half ceiling {format_tau(c)}, "
             f"ratio {t['ratio_to_ceiling']:.2f}")
 
 
@@ -209,8 +209,8 @@ def format_report(summary: dict[str, Any]) -> str:
     for key, proxy_name, target in (("loss_vs_top1", "val loss", "top1"), ("loss_vs_loss", "val loss", "loss"),
                                     ("top1_vs_top1", "top-1", "top1")):
         t = st[key]
-        lines.append(f"| {proxy_name} | {'top-1' if target == 'top1' else 'val loss'} | {_tau(t)} | "
-                     f"{_tau(st['ceiling'][target])} | {t['ratio_to_ceiling']:.2f} |")
+        lines.append(f"| {proxy_name} | {'top-1' if target == 'top1' else 'val loss'} | {format_tau(t)} | "
+                     f"{format_tau(st['ceiling'][target])} | {t['ratio_to_ceiling']:.2f} |")
     lines += ["", f"Is there a ranking to recover? Top-1: {spread_line(st['spread_top1'], ' pt')}. "
                   f"Val loss: {spread_line(st['spread_loss'], '')}.", "",
               "| # | member | LUT (ms) | params (M) | proxy top-1 (%) | proxy val loss | standalone top-1 (%) per seed | "
