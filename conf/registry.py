@@ -17,8 +17,8 @@ T = TypeVar("T")
 class Registry(Mapping[str, T], Generic[T]):
     """Entries of one kind, by name; ``field`` is the setting that selects one (``data.name``)."""
 
-    def __init__(self, field: str, kind: str) -> None:
-        self.field, self.kind = field, kind
+    def __init__(self, field: str, kind: str, error: type[UserError] = UserError) -> None:
+        self.field, self.kind, self.error = field, kind, error  # error: the UserError subclass an unknown name raises
         self._entries: dict[str, T] = {}
 
     def register(self, name: str, entry: T) -> T:
@@ -33,7 +33,7 @@ class Registry(Mapping[str, T], Generic[T]):
     def get_or_fail(self, name: object) -> T:
         """The entry of ``name``, or a one-line error naming the setting and the registered names."""
         if not isinstance(name, str) or name not in self._entries:
-            raise UserError(f"{self.field}: {name!r} is not a {self.kind}; choose one of {', '.join(self._entries)}")
+            raise self.error(f"{self.field}: {name!r} is not a {self.kind}; choose one of {', '.join(self._entries)}")
         return self._entries[name]
 
     def __getitem__(self, name: str) -> T:

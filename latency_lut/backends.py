@@ -276,7 +276,7 @@ class CommandBackend(Backend):
         return Prepared(lambda: None, lambda: self._run(exported, input_shape, protocol))
 
 
-BACKEND_CLASSES: Registry[type[Backend]] = Registry("device.backend", "device backend")  # each: conf/device/<name>.yaml
+BACKEND_CLASSES: Registry[type[Backend]] = Registry("device.backend", "device backend", DeviceError)  # conf/device/<name>.yaml
 for _cls in (OrtBackend, TorchBackend, CommandBackend):
     BACKEND_CLASSES.register(_cls.name, _cls)
 

@@ -124,7 +124,7 @@ def test_command_backend(tmp_path):
                   progress=False, limit=1, **CTX)
     with pytest.raises(DeviceError, match="must contain \\{onnx\\}"):
         CommandBackend("run.sh", "(x)")
-    with pytest.raises(DeviceError, match="device.backend: 'tpu' is not one of"):
+    with pytest.raises(DeviceError, match="device.backend: 'tpu' is not a device backend; choose one of ort, torch, command"):
         make_backend({"backend": "tpu"})
 
 
