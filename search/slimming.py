@@ -36,10 +36,9 @@ from search.metrics import CandidateEvaluator, Metrics, pareto_values, trial_att
 from search.params import distributions, params_of
 from search.results import completed
 from supernet.arch import ArchConfig
+from supernet.dimensions import ACTION_KINDS, DIMENSIONS, dimension_of_action
 from supernet.errors import UserError
 from supernet.space import SearchSpace
-
-ACTION_KINDS = ("drop", "width", "expansion")
 
 
 class SlimmingError(UserError):
@@ -48,7 +47,8 @@ class SlimmingError(UserError):
 
 @dataclasses.dataclass(frozen=True)
 class Action:
-    """``kind`` in drop_ffn | drop_attn | width | expansion; ``block`` for per-block expansion (-1: stage)."""
+    """One dimension's shrink of one stage: ``kind`` is one of the dimension's action kinds (drop_ffn |
+    drop_attn | width | expansion); ``block`` the block a per-block action acts on (-1: the stage)."""
 
     kind: str
     stage: int
@@ -59,75 +59,27 @@ class Action:
         return (self.stage, self.kind, self.block)
 
     def describe(self, before: ArchConfig, after: ArchConfig) -> str:
-        s = self.stage
-        if self.kind == "width":
-            return f"stage {s + 1} width {before.widths[s]}->{after.widths[s]}"
-        if self.kind.startswith("drop"):
-            return f"stage {s + 1} drop {'attention' if self.kind == 'drop_attn' else 'FFN'} block"
-        if self.block >= 0:
-            return f"stage {s + 1} block {self.block + 1} expansion {before.expansions[s][self.block]}->{after.expansions[s][self.block]}"
-        return f"stage {s + 1} expansions {''.join(map(str, before.expansions[s]))}->{''.join(map(str, after.expansions[s]))}"
-
-
-def _smaller(choices: Sequence[int], value: int) -> Optional[int]:
-    lower = [c for c in choices if c < value]
-    return max(lower) if lower else None
+        b, a = SearchSpace.drafts_of(before)[self.stage], SearchSpace.drafts_of(after)[self.stage]
+        return dimension_of_action(self.kind).describe(self.kind, self.block, self.stage, b, a)
 
 
 def apply_action(arch: ArchConfig, action: Action, space: SearchSpace) -> Optional[ArchConfig]:
     """``arch`` after ``action``, or None when the action leaves the space."""
-    widths = list(arch.widths)
-    exps = [list(e) for e in arch.expansions]
-    attn = [s.num_attn for s in arch.stages]
-    i, st = action.stage, space.stages[action.stage]
-    if action.kind == "width":
-        w = _smaller(st.widths, widths[i])
-        if w is None:
-            return None
-        widths[i] = w
-    elif action.kind in ("drop_ffn", "drop_attn"):
-        f, a = arch.stages[i].num_ffn, attn[i]
-        if action.kind == "drop_ffn":
-            if f == 0:
-                return None
-            del exps[i][f - 1]
-            f -= 1
-        else:
-            if a == 0:
-                return None
-            del exps[i][-1]
-            a -= 1
-        if (f, a) not in st.depth_pairs():
-            return None
-        attn[i] = a
-    elif action.kind == "expansion":
-        blocks = [action.block] if action.block >= 0 else [j for j, e in enumerate(exps[i]) if e == max(exps[i], default=0)]
-        if not blocks or action.block >= len(exps[i]):
-            return None
-        for j in blocks:
-            e = _smaller(st.expansions, exps[i][j])
-            if e is None:
-                return None
-            exps[i][j] = e
-    else:
-        raise ValueError(action.kind)
-    out = space.member(widths, exps, attn, name=arch.name, image_size=arch.image_size,
-                       num_classes=arch.num_classes, distillation=arch.distillation)
+    drafts = SearchSpace.drafts_of(arch)
+    if not dimension_of_action(action.kind).shrink(space.stages[action.stage], drafts[action.stage], action.kind, action.block):
+        return None
+    out = space.build(drafts, name=arch.name, image_size=arch.image_size, num_classes=arch.num_classes,
+                      distillation=arch.distillation)
     return out if space.contains(out) else None
 
 
 def candidate_actions(arch: ArchConfig, space: SearchSpace, kinds: Sequence[str] = ACTION_KINDS,
                       expansion_scope: str = "block") -> list[tuple[Action, ArchConfig]]:
-    """Every applicable action and the member it leads to."""
-    actions: list[Action] = []
-    for i, stage in enumerate(arch.stages):
-        if "drop" in kinds:
-            actions += [Action("drop_ffn", i), Action("drop_attn", i)]
-        if "width" in kinds:
-            actions.append(Action("width", i))
-        if "expansion" in kinds:
-            actions += ([Action("expansion", i, j) for j in range(stage.depth)] if expansion_scope == "block"
-                        else [Action("expansion", i)])
+    """Every applicable action of the dimensions named in ``kinds`` and the member it leads to."""
+    actions = [Action(kind, i, block)
+               for i, stage in enumerate(arch.stages)
+               for dim in DIMENSIONS.values() if dim.action in kinds
+               for kind, block in dim.shrinks(space.stages[i], stage, expansion_scope)]
     out = []
     for a in actions:
         nxt = apply_action(arch, a, space)

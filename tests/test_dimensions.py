@@ -1,0 +1,99 @@
+"""The space's dimensions (supernet.dimensions): defined once, and the refactor onto them changed no identity.
+
+The hashes below are those of before the dimensions existed: the committed LUT, studies, proxy caches and
+supernet files are keyed by them, so a change here invalidates every one of those files."""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import random
+from pathlib import Path
+
+import pytest
+
+from conf.schemas import SlimmingSearchSchema
+from latency_lut.lut import LatencyLUT
+from search.params import arch_from_params, arch_hash, distributions, params_of
+from search.slimming import Action, apply_action, candidate_actions
+from supernet.arch import ArchConfig
+from supernet.dimensions import ACTION_KINDS, DIMENSIONS, SpaceError
+from supernet.space import SearchSpace
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT = SearchSpace.load("efficientformerv2")
+
+
+def test_space_hashes_are_unchanged_and_match_the_committed_lut():
+    assert DEFAULT.hash == "946fe6687d97" and SearchSpace.load("tiny").hash == "2f6fc1c8474f"
+    assert LatencyLUT.load(ROOT / "luts" / "ort-cpu-efficientformerv2-224.parquet").meta["space_hash"] == DEFAULT.hash
+
+
+def test_arch_hashes_and_seeded_samples_are_unchanged():
+    assert {p: arch_hash(ArchConfig.preset(p)) for p in ("s0", "s1", "s2", "l")} == {
+        "s0": "37225dee8de55be1", "s1": "95a57d8ceba4648a", "s2": "3d4a130352dc4947", "l": "ee3e65162367da65"}
+    assert (arch_hash(DEFAULT.largest()), arch_hash(DEFAULT.smallest())) == ("0e81811bf4138a62", "053f5cbd691a4bdd")
+    rng = random.Random(3)  # the draw order (depth, width, expansions) decides the sandwich's random members
+    assert [DEFAULT.sample(rng).summary() for _ in range(2)] == [
+        "w32-80-160-224 d2-4-9-5 a0-0-4-4 e34/2423/224344334/42434",
+        "w32-48-184-224 d1-5-10-7 a0-0-2-2 e2/32334/3344323222/3434334"]
+    assert list(distributions(DEFAULT))[:4] == ["s0_width", "s0_depth", "s0_e0", "s0_e1"]  # a trial's suggest order
+
+
+def test_every_dimension_reads_back_what_it_builds():
+    rng = random.Random(0)
+    for _ in range(40):
+        arch = DEFAULT.sample(rng, name="custom")
+        assert DEFAULT.build(SearchSpace.drafts_of(arch)) == arch
+        assert arch_from_params(params_of(arch, DEFAULT), DEFAULT) == arch
+
+
+def _brute_force_members(space: SearchSpace) -> int:
+    per_stage = []
+    for s in space.stages:
+        n = 0
+        for w, (f, a) in itertools.product(s.widths, s.depth_pairs()):
+            n += len(list(itertools.product(s.expansions, repeat=f + a)))
+        per_stage.append(n)
+    total = 1
+    for n in per_stage:
+        total *= n
+    return total
+
+
+def test_member_count_is_the_product_of_the_dimensions_choices():
+    small = SearchSpace.from_dict({"expansions": [2, 4], "stages": [
+        {"widths": [32, 40], "ffn_blocks": [1, 2]}, {"widths": [48], "ffn_blocks": [1]},
+        {"widths": [96], "ffn_blocks": [0, 1], "attn_blocks": [1, 2], "max_depth": 2},
+        {"widths": [176, 192], "ffn_blocks": [0], "attn_blocks": [1]}]})
+    assert small.num_members() == _brute_force_members(small) == (2 * (2 + 4)) * 2 * (2 + 4 + 4) * (2 * 2)
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda d: d["stages"][2].update(heads=[4, 8]),
+     "stages[2]: unknown key(s) heads; allowed: attn_blocks, expansions, ffn_blocks, max_depth, widths "
+     "(the dimensions depth, width, expansion)"),
+    (lambda d: d["stages"][1].update(widths=[]), "stages[1].widths: expected a non-empty list"),
+    (lambda d: d["stages"][3].update(expansions=[]), "stages[3].expansions: expected a non-empty list"),
+    (lambda d: d["stages"][0].update(ffn_blocks=[0], attn_blocks=[0]), "stages[0]: no block counts satisfy"),
+])
+def test_bad_dimension_choices_fail_in_one_line_naming_the_dimension(mutate, message):
+    data = DEFAULT.to_dict()
+    mutate(data)
+    with pytest.raises(SpaceError) as err:
+        SearchSpace.from_dict(data)
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)
+
+
+def test_slimming_actions_come_from_the_dimensions():
+    field = next(f for f in dataclasses.fields(SlimmingSearchSchema) if f.name == "actions")
+    assert ACTION_KINDS == tuple(field.metadata["subset_of"]) == ("drop", "width", "expansion")
+    assert [d.name for d in DIMENSIONS.values()] == ["depth", "width", "expansion"]
+    big = DEFAULT.largest()
+    kinds = {a.kind for a, _ in candidate_actions(big, DEFAULT)}
+    assert kinds == {"drop_ffn", "drop_attn", "width", "expansion"}
+    dropped = apply_action(big, Action("drop_attn", 2), DEFAULT)
+    assert dropped.stages[2].num_attn == 5 and dropped.depths[2] == 14 and DEFAULT.contains(dropped)
+    assert Action("drop_attn", 2).describe(big, dropped) == "stage 3 drop attention block"
+    thinner = apply_action(big, Action("width", 3), DEFAULT)
+    assert thinner.widths[3] == 368 and Action("width", 3).describe(big, thinner) == "stage 4 width 384->368"
+    assert apply_action(DEFAULT.smallest(), Action("width", 0), DEFAULT) is None
