@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from experiments.common import machine_header, write_result
-from search.report import capacity_gap_line, format_rows
+from search.report import format_rows, proxy_noise_lines
 
 
 def run(args: list[str], kill_after_marker: str | None = None, delay: float = 0.0) -> tuple[float, str, int]:
@@ -107,7 +107,7 @@ def main() -> None:
         "Latency: ORT CPU 2 threads, batch 1, 224 px, 1000 classes; LUT built with the quick protocol (`lut=quick`). "
         "Proxy: member of the Fashion-MNIST supernet (32 px) after BN recalibration on the 500-image calibration split, "
         "scored on the whole 2,500-image val split; ± = bootstrap standard deviation over the val images.", "",
-        capacity_gap_line(table["rows"]), "",
+        *proxy_noise_lines(table["rows"]), "",
         "## Output of the second run (tail)", "", "```", *out2.strip().splitlines()[-14:], "```", "",
     ]
     write_result("pipeline_run", "\n".join(lines), {"first_s": t1, "second_s": t2, "killed_s": tk, "rerun_s": t3,

@@ -26,7 +26,7 @@ from latency_lut.lut import LatencyLUT
 from latency_lut.timing import Protocol
 from search.app import run_search
 from search.export_arch import export_arch
-from search.report import capacity_gap_line, format_rows, released_vs_derived
+from search.report import format_rows, proxy_noise_lines, released_vs_derived
 from search.results import RUN_FILE, read_run
 from supernet.compute import resolve_device
 from supernet.errors import UserError, report_user_errors, run_hydra_app
@@ -154,7 +154,7 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
     clock.lap("final measurement")
     print()
     print(format_rows(table["rows"]))
-    print(capacity_gap_line(table["rows"]))
+    print("\n".join(proxy_noise_lines(table["rows"])))
     print(f"\nLUT: {lut_path} (quick protocol when lut=quick: noisier than `eformer-lut build`'s default); "
           f"latency = ORT CPU, batch 1, 224 px, 1000 classes; measured = whole network, interleaved, {table['statistic']}")
     print(f"proxy = member of the supernet ({supernet}) after BN recalibration, scored on the whole val split; "
