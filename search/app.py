@@ -29,7 +29,7 @@ from latency_lut.lut import LatencyLUT, warn_if_foreign
 from search.budgets import Budget, budget_name, resolve_budget
 from search.metrics import CandidateEvaluator, resolve_mes
 from search.proxies import build_proxy, proxy_description
-from search.results import RUN_FILE, RUN_FORMAT, best_trial, completed
+from search.results import RUN_FILE, RUN_FORMAT, completed
 from search.storage import dashboard_target, open_storage, storage_url
 from search.strategies import SearchContext, get_strategy
 from supernet.arch import PRESETS, ArchConfig
@@ -132,7 +132,7 @@ def run_search(cfg: DictConfig) -> dict[str, Any]:
     ctx = SearchContext(space, storage, context, evaluator, budget, strategy.settings(cfg.search), int(cfg.seed),
                         int(cfg.worker), float(st.heartbeat_s), float(st.grace_s), bool(cfg.progress))
     path_out = strategy.run(study, ctx)
-    best = best_trial(study, name)
+    best = strategy.best_trial(study)
     presets = preset_points(supernet, evaluator)
     record = {
         "format": RUN_FORMAT, "strategy": name, "study_name": study_name, "storage": url,

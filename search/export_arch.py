@@ -21,7 +21,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from search.results import arch_of, best_trial, completed, load_study, pareto, read_run, slimming_path, trials_frame  # noqa: E402
+from search.results import arch_of, completed, load_study, pareto, read_run, trials_frame  # noqa: E402
+from search.strategies import get_strategy  # noqa: E402
 from supernet.elastic import Supernet  # noqa: E402
 from supernet.errors import UserError  # noqa: E402
 from supernet.io_utils import atomic_torch_save, atomic_write, atomic_write_text, check_output_dir, make_dir  # noqa: E402
@@ -39,7 +40,7 @@ def choose_trials(study, run: dict[str, Any], which: str | int) -> list:
         return found
     if which == "pareto":
         return pareto(trials)
-    best = best_trial(study, run["strategy"])
+    best = get_strategy(run["strategy"]).best_trial(study)
     if best is None:
         raise UserError(f"--best: study {run['study_name']!r} has no feasible completed trial")
     return [best]
@@ -141,9 +142,10 @@ def export_arch(run_dir: str | Path, which: str | int = "best", out: str | Path 
     trials = completed(study)
     plots = {"pareto": str(target / "pareto.png")}
     plot_pareto(trials, pareto(trials), run, target / "pareto.png")
-    if run["strategy"] == "slimming":
-        plot_path(slimming_path(study), run, target / "slimming_path.png")
-        plots["slimming_path"] = str(target / "slimming_path.png")
+    steps = get_strategy(run["strategy"]).path_trials(study)
+    if steps is not None:
+        plot_path(steps, run, target / f"{run['strategy']}_path.png")
+        plots[f"{run['strategy']}_path"] = str(target / f"{run['strategy']}_path.png")
     manifest = {"run": str(Path(run_dir).resolve()), "study": run["study_name"], "exported": entries,
                 "trials_csv": str(target / "trials.csv"), "plots": plots}
     atomic_write_text(target / "export.json", json.dumps(manifest, indent=1))

@@ -93,27 +93,11 @@ def pareto(trials: list[FrozenTrial]) -> list[FrozenTrial]:
     return front
 
 
-def best_trial(study: optuna.Study, strategy: str) -> Optional[FrozenTrial]:
-    """slimming: the end of the path; single-objective: the best feasible value; otherwise the most
-    accurate feasible trial (ties: faster)."""
-    trials = completed(study)
-    if strategy == "slimming":
-        chosen = [t for t in trials if t.user_attrs.get("chosen")]
-        return max(chosen, key=lambda t: (t.user_attrs.get("step", 0), t.number)) if chosen else None
-    feas = [t for t in trials if t.user_attrs.get("feasible", True)]
+def best_feasible(study: optuna.Study) -> Optional[FrozenTrial]:
+    """Single-objective: the best feasible value; otherwise the most accurate feasible trial (ties: faster)."""
+    feas = [t for t in completed(study) if t.user_attrs.get("feasible", True)]
     if not feas:
         return None
     if len(study.directions) == 1:
         return max(feas, key=lambda t: (t.value, -t.number))
     return max(feas, key=lambda t: (t.user_attrs["top1"], -t.user_attrs["latency_ms"]))
-
-
-def slimming_path(study: optuna.Study) -> list[FrozenTrial]:
-    """The applied steps of a slimming study, in order (one per step)."""
-    by_step: dict[int, FrozenTrial] = {}
-    for t in completed(study):
-        if t.user_attrs.get("chosen"):
-            step = t.user_attrs["step"]
-            if step not in by_step or " + " in (t.user_attrs.get("action") or ""):
-                by_step[step] = t
-    return [by_step[s] for s in sorted(by_step)]

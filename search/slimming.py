@@ -29,6 +29,8 @@ import dataclasses
 import time
 from typing import Any, Callable, Optional, Sequence
 
+import optuna
+from optuna.trial import FrozenTrial
 from tqdm import tqdm
 
 from search.budgets import Budget
@@ -247,9 +249,6 @@ def _budget_costs(evaluator: CandidateEvaluator, arch: ArchConfig) -> tuple[floa
 def record_candidates(study: Any, space: SearchSpace, budget: Budget) -> Callable[[Candidate], None]:
     """The ``record`` callback of :func:`slim`: one COMPLETE trial per evaluated candidate (skipping
     those a previous, interrupted run already recorded)."""
-    import optuna
-
-
     dists = distributions(space)
     seen = {t.user_attrs.get("slim_key") for t in completed(study)}
 
@@ -266,3 +265,14 @@ def record_candidates(study: Any, space: SearchSpace, budget: Budget) -> Callabl
         seen.add(key)
 
     return record
+
+
+def slimming_path(study: optuna.Study) -> list[FrozenTrial]:
+    """The applied steps of a slimming study, in order (one per step)."""
+    by_step: dict[int, FrozenTrial] = {}
+    for t in completed(study):
+        if t.user_attrs.get("chosen"):
+            step = t.user_attrs["step"]
+            if step not in by_step or " + " in (t.user_attrs.get("action") or ""):
+                by_step[step] = t
+    return [by_step[s] for s in sorted(by_step)]

@@ -88,3 +88,26 @@ def test_importing_conf_loads_none_of_our_packages():
            "('supernet', 'latency_lut', 'search')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_strategy_is_a_documented_abc_with_typed_settings():
+    import optuna
+
+    from conf.schemas import NSGA2SearchSchema, SlimmingSearchSchema
+    from search.strategies import SamplerStrategy, Strategy
+
+    with pytest.raises(TypeError):
+        SamplerStrategy()  # make_sampler and run's sampler are the hooks a new strategy must give
+
+    class Sobol(SamplerStrategy):  # a new sampler strategy is one class (and a registry entry)
+        name, description = "sobol", "quasi-random members"
+
+        def make_sampler(self, settings, seed):
+            return optuna.samplers.QMCSampler(seed=seed)
+
+    assert isinstance(Sobol().make_sampler(Sobol().settings(), 0), optuna.samplers.QMCSampler)
+    assert isinstance(STRATEGIES["nsga2"].settings({"population_size": 12}), NSGA2SearchSchema)
+    assert isinstance(STRATEGIES["slimming"].settings(), SlimmingSearchSchema)
+    assert all(isinstance(s, Strategy) for s in STRATEGIES.values())
+    walks_a_path = [n for n, s in STRATEGIES.items() if type(s).path_trials is not Strategy.path_trials]
+    assert walks_a_path == ["slimming"]  # export plots its path: no strategy name is special-cased elsewhere
