@@ -34,7 +34,7 @@ from supernet.layers import ELASTIC_OPS
 from supernet.mapping import member_slots, prefix, supernet_key
 from supernet.model import EfficientFormerV2, init_weights, make_block, make_downsample
 from supernet.signatures import block_signature, embedding_signatures
-from supernet.space import SearchSpace
+from supernet.space import SearchSpace, SpaceError
 
 SUPERNET_FORMAT = "eformer-supernet/1"
 
@@ -242,8 +242,20 @@ class Supernet(nn.Module):
         payload = safe_torch_load(p, CheckpointError, "supernet")
         if not isinstance(payload, dict) or payload.get("format") != SUPERNET_FORMAT:
             raise CheckpointError(f"{p}: not a supernet file (expected format {SUPERNET_FORMAT})")
-        net = cls(SearchSpace.from_dict(payload["space"]), drop_path_rate=payload["drop_path_rate"], **payload["context"])
-        net.load_state_dict(payload["state_dict"], strict=True)
+        missing = [k for k in ("space", "context", "drop_path_rate", "state_dict") if k not in payload]
+        if missing:
+            raise CheckpointError(f"{p}: supernet file lacks {', '.join(missing)} (retrain it with eformer-train)")
+        try:
+            space = SearchSpace.from_dict(payload["space"], "its space")
+        except SpaceError as err:
+            raise CheckpointError(f"{p}: was made for a space this version cannot read ({err}); retrain it with "
+                                  "eformer-train") from None
+        net = cls(space, drop_path_rate=payload["drop_path_rate"], **payload["context"])
+        try:
+            net.load_state_dict(payload["state_dict"], strict=True)
+        except (RuntimeError, TypeError, AttributeError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise CheckpointError(f"{p}: its weights do not fit its space ({first}); retrain it with eformer-train") from None
         net.train_config = payload.get("train_config")  # the eformer-train settings (data, ...) if recorded
         net.source_path = p
         return net.eval()

@@ -97,3 +97,25 @@ def test_slimming_actions_come_from_the_dimensions():
     thinner = apply_action(big, Action("width", 3), DEFAULT)
     assert thinner.widths[3] == 368 and Action("width", 3).describe(big, thinner) == "stage 4 width 384->368"
     assert apply_action(DEFAULT.smallest(), Action("width", 0), DEFAULT) is None
+
+
+def test_a_supernet_file_of_a_space_this_version_cannot_read_says_to_retrain(tmp_path):
+    import torch
+
+    from supernet.convert import CheckpointError
+    from supernet.elastic import Supernet
+
+    net = Supernet(SearchSpace.load("tiny"), image_size=32, num_classes=10, distillation=False)
+    payload = torch.load(net.save(tmp_path / "supernet.pt"), weights_only=False)
+    payload["space"]["stages"][2]["heads"] = [4, 8]   # made by a version with a heads dimension
+    torch.save(payload, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError) as err:
+        Supernet.load(tmp_path / "other.pt")
+    msg = str(err.value)
+    assert "other.pt: was made for a space this version cannot read (stages[2]: unknown key(s) heads" in msg
+    assert msg.endswith("retrain it with eformer-train") and "\n" not in msg
+    payload["space"]["stages"][2].pop("heads")
+    payload["state_dict"].pop(next(iter(payload["state_dict"])))
+    torch.save(payload, tmp_path / "torn.pt")
+    with pytest.raises(CheckpointError, match="torn.pt: its weights do not fit its space"):
+        Supernet.load(tmp_path / "torn.pt")
