@@ -70,8 +70,22 @@ def spread_vs_noise(values: Sequence[Sequence[float]]) -> dict[str, float]:
     means = seed_means(values)
     seed_sd = math.sqrt(statistics.fmean(statistics.variance(v) for v in values))
     f, p = stats.f_oneway(*[list(v) for v in values])
-    return {"between_sd": statistics.stdev(means), "seed_sd": seed_sd, "noise_sd_of_mean": seed_sd / math.sqrt(k),
-            "range": max(means) - min(means), "anova_f": float(f), "anova_p": float(p)}
+    between = statistics.stdev(means)
+    return {"between_sd": between, "seed_sd": seed_sd, "noise_sd_of_mean": seed_sd / math.sqrt(k),
+            "range": max(means) - min(means), "anova_f": float(f), "anova_p": float(p),
+            "seeds_for_0.8": seeds_needed(between, seed_sd, k, 0.8)}
+
+
+def seeds_needed(between_sd: float, seed_sd: float, seeds: int, reliability: float = 0.8) -> float:
+    """Seeds per member for the seed-means' ordering to reach ``reliability`` (Spearman-Brown).
+
+    The members' true spread is what the seed-means spread beyond their noise: ``between_sd**2 - seed_sd**2 /
+    seeds``; a mean of k seeds has reliability ``var_true / (var_true + seed_sd**2 / k)``. Infinite where the
+    measured spread is all noise (no number of seeds recovers an ordering that is not there)."""
+    true_var = between_sd ** 2 - seed_sd ** 2 / seeds
+    if true_var <= 0:
+        return math.inf
+    return reliability / (1 - reliability) * seed_sd ** 2 / true_var
 
 
 def fidelity(proxy_loss: Sequence[float], proxy_top1: Sequence[float], top1: Sequence[Sequence[float]],

@@ -20,6 +20,7 @@ proxy_validation.{json,csv,md,png}.
 from __future__ import annotations
 
 import json
+import math
 import random
 import statistics
 import time
@@ -184,7 +185,12 @@ def spread_line(sp: dict[str, float], unit: str) -> str:
                else "the members do NOT differ beyond seed noise: there is little true ordering to recover")
     return (f"spread of the seed-means over members {sp['between_sd']:.3f}{unit} (range {sp['range']:.3f}{unit}) vs "
             f"{sp['noise_sd_of_mean']:.3f}{unit} from seed noise alone (one run's seed sd {sp['seed_sd']:.3f}{unit}); "
-            f"ANOVA F {sp['anova_f']:.2f}, p {sp['anova_p']:.3g}: {verdict}")
+            f"ANOVA F {sp['anova_f']:.2f}, p {sp['anova_p']:.3g}: {verdict}; seeds per member for an 80 %-reliable "
+            f"ordering of the seed-means: {_seeds(sp.get('seeds_for_0.8', math.nan))}")
+
+
+def _seeds(n: float) -> str:
+    return "none suffices (the spread is all noise)" if math.isinf(n) else ("-" if math.isnan(n) else f"{math.ceil(n)}")
 
 
 def format_report(summary: dict[str, Any]) -> str:

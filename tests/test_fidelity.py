@@ -63,3 +63,15 @@ def test_num_members_counts_the_space_exactly():
     seen = {space.sample(rng).summary() for _ in range(20000)}
     assert len(seen) == space.num_members() == 2 * 2 * (2 + 4) * (2 + 4) * (2 + 2 + 4)
     assert SearchSpace.load("tiny").num_members() == 9216
+
+
+def test_seeds_needed_follows_spearman_brown():
+    import math
+
+    from search.fidelity import seeds_needed
+
+    # true member sd 0.2, seed sd 0.5, measured with 2 seeds: between_sd**2 = 0.04 + 0.25 / 2
+    between = math.sqrt(0.04 + 0.25 / 2)
+    assert seeds_needed(between, 0.5, 2, 0.8) == pytest.approx(4 * 0.25 / 0.04)
+    assert seeds_needed(between, 0.5, 2, 0.5) == pytest.approx(0.25 / 0.04)
+    assert math.isinf(seeds_needed(0.3, 0.5, 2))  # all of the spread is noise
