@@ -28,6 +28,7 @@ from latency_lut.lut import LUT_FORMAT, STATISTICS, LatencyLUT, LUTError
 from latency_lut.machine import machine_summary
 from latency_lut.timing import Protocol, Stats
 from supernet.arch import stage_resolution
+from supernet.dimensions import block_variants
 from supernet.io_utils import LockBusy, check_parents, file_lock
 from supernet.model import build_piece
 from supernet.signatures import BlockSignature, block_signature, embedding_signatures, head_signature, stem_signature
@@ -44,10 +45,8 @@ def space_signatures(space: SearchSpace, image_size: int, num_classes: int, dist
     sigs: set[BlockSignature] = {stem_signature(w, image_size) for w in space.stages[0].widths}
     for i, st in enumerate(space.stages):
         r = stage_resolution(image_size, i)
-        kinds = (["ffn"] if st.max_ffn > 0 else []) + (["attn"] if st.max_attn > 0 else [])
-        for w in st.widths:
-            for e in st.expansions:
-                sigs.update(block_signature(i, k, w, e, r) for k in kinds)
+        for kind in st.block_kinds():
+            sigs.update(block_signature(i, kind, resolution=r, **v) for v in block_variants(st, kind))
         if i > 0:
             for wp in space.stages[i - 1].widths:
                 for w in st.widths:

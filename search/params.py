@@ -15,7 +15,7 @@ import optuna
 from optuna.distributions import CategoricalDistribution
 
 from supernet.arch import ArchConfig
-from supernet.dimensions import BY_PARAM_RANK, DIMENSIONS
+from supernet.dimensions import BY_PARAM_RANK, DIMENSIONS, arch_key
 from supernet.space import SearchSpace
 
 
@@ -49,6 +49,6 @@ def params_of(arch: ArchConfig, space: SearchSpace) -> dict[str, Any]:
 
 
 def arch_hash(arch: ArchConfig) -> str:
-    """Identity of the architecture itself (widths and blocks), independent of context and name."""
-    stages = [[s.width, [[b.type, b.expansion] for b in s.blocks]] for s in arch.stages]
-    return hashlib.sha256(json.dumps(stages).encode()).hexdigest()[:16]
+    """Identity of the architecture itself (every dimension's share, :func:`supernet.dimensions.arch_key`),
+    independent of context and name."""
+    return hashlib.sha256(json.dumps(arch_key(arch)).encode()).hexdigest()[:16]

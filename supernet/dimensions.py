@@ -6,6 +6,7 @@ rest of the framework needs to know about one of them:
 
 - its keys in a stage of a space YAML, how they are checked, and how they are written back (its share of the
   space's content hash: the written form of every dimension, merged, is what :attr:`SearchSpace.hash` hashes);
+- its share of a member's architecture hash (:func:`arch_key`: proxy caches and standalone runs are keyed by it);
 - its largest, smallest and random value in a stage (the supernet's sandwich and the search's samples);
 - how many values a stage holds (for :meth:`SearchSpace.num_members`) and why a value is not a member;
 - its search parameters: categorical choices of a fixed-length encoding (NSGA-II's crossover needs one);
@@ -24,11 +25,12 @@ them in, which seeded Optuna samplers' draws depend on): width, depth, then the 
 from __future__ import annotations
 
 import abc
+import itertools
 import random
 from typing import Any, Mapping, Optional, Sequence
 
 from conf.registry import Registry
-from supernet.arch import ALLOWED_EXPANSIONS, ATTN_STAGES, WIDTH_MULTIPLE, StageConfig
+from supernet.arch import ALLOWED_EXPANSIONS, ATTN_STAGES, WIDTH_MULTIPLE, ArchConfig, BlockConfig, StageConfig
 from supernet.errors import UserError
 
 Draft = dict[str, Any]
@@ -119,6 +121,19 @@ class Dimension(abc.ABC):
     def encode(self, choices: Mapping[str, Any], stage: int, built: StageConfig) -> dict[str, Any]:
         """The parameters of :meth:`params` that encode a built stage."""
 
+    def hash_share(self, stage: StageConfig) -> list[Any]:
+        """Its part of a stage's entry in the architecture hash (stage-level dimensions; see :func:`arch_key`)."""
+        return []
+
+    def block_hash_share(self, block: BlockConfig) -> list[Any]:
+        """Its part of a block's entry in the architecture hash (per-block values, the block kind)."""
+        return []
+
+    def signature_choices(self, choices: Mapping[str, Any], kind: str) -> dict[str, tuple[Any, ...]]:
+        """Its fields of a block signature (``supernet.signatures.block_signature``'s keywords) and their choices
+        for a block of ``kind`` in this stage: what the LUT must time, and (largest) what the supernet allocates."""
+        return {}
+
     def stage_factor(self, choices: Mapping[str, Any]) -> int:
         """How many values a stage-level dimension has (per-block ones count per block: :meth:`block_factor`)."""
         return 1
@@ -154,6 +169,12 @@ class Width(Dimension):
 
     def read(self, stage):
         return stage.width
+
+    def hash_share(self, stage):
+        return [stage.width]
+
+    def signature_choices(self, choices, kind):
+        return {"width": tuple(choices["widths"])}
 
     def largest(self, choices, draft):
         return choices["widths"][-1]
@@ -228,6 +249,9 @@ class Depth(Dimension):
 
     def read(self, stage):
         return (stage.num_ffn, stage.num_attn)
+
+    def block_hash_share(self, block):
+        return [block.type]
 
     def largest(self, choices, draft):
         a = max(choices["attn_blocks"])
@@ -305,6 +329,12 @@ class Expansion(Dimension):
     def read(self, stage):
         return [b.expansion for b in stage.blocks]
 
+    def block_hash_share(self, block):
+        return [block.expansion]
+
+    def signature_choices(self, choices, kind):
+        return {"expansion": tuple(choices["expansions"])}
+
     def largest(self, choices, draft):
         return [choices["expansions"][-1]] * sum(draft["depth"])
 
@@ -362,6 +392,32 @@ STAGE_KEYS = tuple(k for d in DIMENSIONS.values() for k in d.keys)
 SPACE_WIDE_KEYS = tuple(k for d in DIMENSIONS.values() for k in d.space_wide)
 ACTION_KINDS = tuple(d.action for d in DIMENSIONS.values() if d.action)
 BY_PARAM_RANK = tuple(sorted(DIMENSIONS.values(), key=lambda d: d.param_rank))
+
+
+def block_variants(choices: Mapping[str, Any], kind: str) -> list[dict[str, Any]]:
+    """Every combination of the dimensions' signature fields for a block of ``kind`` in a stage (the pieces a
+    LUT times), e.g. ``[{"width": 96, "expansion": 2}, ...]``."""
+    fields: dict[str, tuple[Any, ...]] = {}
+    for d in DIMENSIONS.values():
+        fields.update(d.signature_choices(choices, kind))
+    return [dict(zip(fields, combo)) for combo in itertools.product(*fields.values())]
+
+
+def largest_variant(choices: Mapping[str, Any], kind: str) -> dict[str, Any]:
+    """The signature fields of the largest block of ``kind`` in a stage (the weights the supernet allocates)."""
+    fields: dict[str, Any] = {}
+    for d in DIMENSIONS.values():
+        fields.update({k: max(v) for k, v in d.signature_choices(choices, kind).items()})
+    return fields
+
+
+def arch_key(arch: ArchConfig) -> list[Any]:
+    """What identifies the architecture itself (no context, no name), as every dimension shares it: per stage the
+    stage-level values, then per block its values (``[[width, [[type, expansion], ...]], ...]`` for the default
+    dimensions). A dimension whose value is its default adds nothing, so existing hashes stay valid."""
+    dims = list(DIMENSIONS.values())
+    return [[*(v for d in dims for v in d.hash_share(stage)),
+             [[v for d in dims for v in d.block_hash_share(b)] for b in stage.blocks]] for stage in arch.stages]
 
 
 def dimension_of_action(kind: str) -> Dimension:

@@ -29,6 +29,7 @@ from supernet.arch import ArchConfig
 from supernet.blocks import Block, Stem, classify
 from supernet.bn_calibration import recalibrate_bn
 from supernet.convert import CheckpointError, check_keys
+from supernet.dimensions import largest_variant
 from supernet.io_utils import atomic_torch_save, safe_torch_load
 from supernet.layers import ELASTIC_OPS
 from supernet.mapping import member_slots, prefix, supernet_key
@@ -87,7 +88,7 @@ class Supernet(nn.Module):
         self.stem = Stem(big.widths[0], ELASTIC_OPS)
         stages = []
         for i, s in enumerate(self.space.stages):
-            width, res, exp = s.widths[-1], big.resolution(i), s.expansions[-1]
+            width, res = s.widths[-1], big.resolution(i)
             down = None
             if i > 0:
                 sigs = embedding_signatures(i, big.widths[i - 1], width, big.resolution(i - 1))
@@ -97,7 +98,8 @@ class Supernet(nn.Module):
                 slots[kind] = []
                 for _ in range(count):
                     rate = drop_path_rate * k / max(n_slots - 1, 1)
-                    slots[kind].append(make_block(block_signature(i, kind, width, exp, res), rate, ELASTIC_OPS))
+                    slots[kind].append(make_block(block_signature(i, kind, resolution=res, **largest_variant(s, kind)),
+                                                  rate, ELASTIC_OPS))
                     k += 1
             stages.append(ElasticStage(down, slots["ffn"], slots["attn"]))
         self.stages = nn.Sequential(*stages)

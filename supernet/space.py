@@ -61,6 +61,10 @@ class StageSpace:
         """All valid (num FFN blocks, num attention blocks) of this stage."""
         return depth_pairs(self)
 
+    def block_kinds(self) -> list[str]:
+        """The kinds of block this stage's members can hold."""
+        return (["ffn"] if self.max_ffn > 0 else []) + (["attn"] if self.max_attn > 0 else [])
+
 
 def _parse_stage(raw: Any, defaults: Mapping[str, Any], i: int) -> StageSpace:
     where = f"stages[{i}]"

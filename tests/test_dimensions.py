@@ -28,6 +28,13 @@ def test_space_hashes_are_unchanged_and_match_the_committed_lut():
     assert LatencyLUT.load(ROOT / "luts" / "ort-cpu-efficientformerv2-224.parquet").meta["space_hash"] == DEFAULT.hash
 
 
+def test_the_lut_times_exactly_the_pieces_the_dimensions_enumerate():
+    from latency_lut.build import space_signatures
+
+    lut = LatencyLUT.load(ROOT / "luts" / "ort-cpu-efficientformerv2-224.parquet")
+    assert {s.key for s in space_signatures(DEFAULT, 224, 1000, True)} == set(lut.table["key"])
+
+
 def test_arch_hashes_and_seeded_samples_are_unchanged():
     assert {p: arch_hash(ArchConfig.preset(p)) for p in ("s0", "s1", "s2", "l")} == {
         "s0": "37225dee8de55be1", "s1": "95a57d8ceba4648a", "s2": "3d4a130352dc4947", "l": "ee3e65162367da65"}
