@@ -23,6 +23,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from supernet.signatures import KINDS
+
 RIDGE_GRID = (0.0, 1e-3, 0.01, 0.1, 1.0, 10.0, 100.0, 1e3, 1e4)
 MODELS = ("sum", "global", "per_kind")
 KIND_PREFIX = "sum:"
@@ -107,8 +109,6 @@ def choose(features: Sequence[Mapping[str, float]], measured: np.ndarray) -> tup
 def from_stored(cal: Mapping[str, Any]) -> dict[str, Any]:
     """A stored calibration in the current form (``weights``); files written before it carry ``a`` and
     ``b`` and, for the per-kind model, ``kinds`` (factor per kind, the global ``a`` for kinds not listed)."""
-    from supernet.signatures import KINDS
-
     out = dict(cal)
     if "weights" not in out:
         kinds = out.get("kinds")

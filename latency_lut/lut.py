@@ -19,6 +19,7 @@ from typing import Any, Mapping, Optional, Sequence
 import pandas as pd
 
 from latency_lut.calibration import KIND_PREFIX, from_stored, weighted
+from latency_lut.machine import identity_differences
 from supernet.arch import ArchConfig
 from supernet.errors import UserError
 from supernet.io_utils import atomic_write, check_readable
@@ -276,8 +277,6 @@ class LatencyLUT:
 
     def foreign_machine_warning(self, path: str | os.PathLike) -> Optional[str]:
         """One line when this LUT was measured on another machine or runtime than this one (else None)."""
-        from latency_lut.machine import identity_differences
-
         m = self.meta
         diff = identity_differences(m.get("machine", {}), m.get("device", {}).get("backend", "ort"))
         if not diff:

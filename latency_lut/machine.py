@@ -6,6 +6,7 @@ import platform
 from typing import Optional
 
 from latency_lut.backends import BACKEND_CLASSES, HOST_KEYS
+from latency_lut.timing import last_level_cache_bytes
 from supernet.hardware import cpuinfo
 
 
@@ -48,8 +49,6 @@ def runtime_versions() -> dict[str, str]:
 
 def machine_summary() -> dict[str, object]:
     """CPU model, logical CPU count, reported last-level cache, OS and runtime versions."""
-    from latency_lut.timing import last_level_cache_bytes
-
     return {
         "cpu": cpu_model(),
         "logical_cpus": os.cpu_count(),

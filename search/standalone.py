@@ -16,6 +16,7 @@ from conf.schemas import TrainApp, checked
 from supernet.arch import ArchConfig
 from supernet.errors import UserError
 from supernet.io_utils import atomic_write_text, make_dir
+from supernet.train.app import run_training
 
 # settings of the supernet's run that do not carry over to a standalone run (the last three only steer the
 # sandwich rule: one member trained alone has no random members and no teacher)
@@ -78,8 +79,6 @@ def standalone_config(train_config: Mapping[str, Any], arch: ArchConfig, run_dir
 def train_standalone(train_config: Mapping[str, Any], arch: ArchConfig, run_dir: str | Path, seed: int = 0,
                      threads: Optional[int] = None, compute_device: str = "auto") -> dict[str, Any]:
     """Train (or resume, or reuse) ``arch`` alone; returns its final top-1, loss and step count."""
-    from supernet.train.app import run_training
-
     cfg = standalone_config(train_config, arch, run_dir, seed, threads, compute_device=compute_device)
     run_training(cfg)
     final = json.loads((Path(run_dir) / "final.json").read_text())

@@ -17,6 +17,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
+from conf.errors import UserError
+
 _WRITE_ERRNOS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
                  errno.EACCES: "permission denied", errno.EPERM: "operation not permitted",
                  errno.EROFS: "read-only file system", errno.ENOTDIR: "a parent path is not a directory",
@@ -50,8 +52,6 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None], check: C
     The temporary is ``.<name>.<pid>.<random>.tmp``: a killed writer leaves at most that (never a partial
     ``path``), and the next write to ``path`` removes it. A full disk, a read-only or forbidden location
     raise :class:`UserError` naming the file; the previous ``path`` stays intact."""
-    from supernet.errors import UserError
-
     target = Path(path)
     tmp = None
     try:
@@ -88,8 +88,6 @@ def check_parents(out: str | os.PathLike, error: type[Exception], flag: str) -> 
 
 def make_dir(path: str | os.PathLike, key: str) -> Path:
     """Create the directory ``path`` (and its parents) or raise one line naming ``key`` and why it cannot be."""
-    from supernet.errors import UserError
-
     p = Path(path)
     try:
         p.mkdir(parents=True, exist_ok=True)
@@ -101,8 +99,6 @@ def make_dir(path: str | os.PathLike, key: str) -> Path:
 
 def check_output_dir(out: str | os.PathLike, flag: str = "--out") -> Path:
     """Refuse an output directory that is a file or lies under one (before any work)."""
-    from supernet.errors import UserError
-
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"{flag}: {out} is a file; give a directory")
@@ -111,8 +107,6 @@ def check_output_dir(out: str | os.PathLike, flag: str = "--out") -> Path:
 
 def check_output(out: str | os.PathLike, *inputs: Optional[str], flag: str = "--out") -> Path:
     """Refuse an output file path that is an input, a directory, or under a regular file (before any work)."""
-    from supernet.errors import UserError
-
     out = Path(out)
     for given in inputs:
         if given and Path(given).exists() and out.exists() and out.resolve() == Path(given).resolve():

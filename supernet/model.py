@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from supernet.arch import ArchConfig
-from supernet.blocks import Block, Downsample, Head, Mlp, Stem, classify
+from supernet.blocks import AttentionDownsample, Block, Downsample, Head, Mlp, Stem, classify
 from supernet.layers import OPS, Ops
 from supernet.signatures import (
     BlockSignature,
@@ -51,8 +51,6 @@ def make_downsample(sigs: Sequence[BlockSignature], ops: Ops = OPS) -> Downsampl
 
 def build_piece(sig: BlockSignature, ops: Ops = OPS) -> nn.Module:
     """A standalone module for one signature (the latency table measures these)."""
-    from supernet.blocks import AttentionDownsample
-
     if sig.kind == "stem":
         module: nn.Module = Stem(sig.out_width, ops)
     elif sig.kind in ("ffn", "attn"):

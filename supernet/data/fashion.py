@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from supernet.data.sources import DataError, TensorSource
+from supernet.io_utils import atomic_write
 
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 EMBEDDED = Path(__file__).resolve().parent / "fashion_subset.npz"
@@ -95,8 +96,6 @@ def _balanced(labels: np.ndarray, per_class: int, rng: np.random.Generator, excl
 def build_subset(root: str | os.PathLike, out: str | os.PathLike = EMBEDDED, train_per_class: int = 1000,
                  val_per_class: int = 250, calib_per_class: int = 50, seed: int = 0) -> Path:
     """Write the embedded subset (compressed npz) from the original IDX files in ``root``."""
-    from supernet.io_utils import atomic_write
-
     root = Path(root)
     rng = np.random.default_rng(seed)
     x, y = read_idx_split(root, "train")
