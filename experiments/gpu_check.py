@@ -4,7 +4,8 @@
     python -m experiments.gpu_check --tiny --out X   # anywhere (CPU, tiny settings): the same code paths run
 
 1. Sandwich-rule supernet steps at 224 px on synthetic tensors (default space, 1000 classes), fp32 and bf16
-   autocast: images/s per sandwich step and peak memory.
+   autocast, contiguous and channels-last input: images/s per sandwich step and peak memory; one step's
+   channels-last gradients against the contiguous ones.
 2. Proxy scoring on the compute device against the CPU: images/s, and the same member's top-1 and loss on
    both (tolerance: top-1 within one image, loss within 1e-3 relative; TF32 and cuDNN kernels differ).
 3. A one-process torchrun launch of eformer-train (NCCL on a GPU, gloo on the CPU).
@@ -41,30 +42,49 @@ def sandwich_rates(device: torch.device, tiny: bool) -> list[str]:
     x = torch.randn(batch, 3, size, size, device=device)
     y = torch.randint(0, 1000, (batch,), device=device)
     lines = [f"## 1. Sandwich steps ({space} space, {size} px, batch {batch}, largest + smallest + 2 random)", "",
-             "| precision | images/s per step | s / step | peak memory (GiB) |", "|---|---|---|---|"]
+             "| precision | layout | images/s per step | s / step | peak memory (GiB) |", "|---|---|---|---|---|"]
     for name in ("fp32", "bf16"):
         try:
             precision = resolve_precision(name, device)
         except Exception as exc:  # bf16 on a CPU without native bf16
-            lines.append(f"| {name} | not run: {exc} | | |")
+            lines.append(f"| {name} | | not run: {exc} | | |")
             continue
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        times = []
-        for step in range(steps + 1):
-            members = sandwich_members(net.space, step, 0, 2, **net.context)
-            _sync(device)
-            t = time.perf_counter()
-            opt.zero_grad(set_to_none=True)
-            sandwich_step(net.train(), net, members, x, y, precision=precision)
-            opt.step()
-            _sync(device)
-            if step:  # the first step warms up kernels and allocator
-                times.append(time.perf_counter() - t)
-        s = sorted(times)[len(times) // 2]
-        peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
-        lines.append(f"| {name} | {batch / s:.1f} | {s:.3f} | {peak:.2f} |")
+        for layout in ("contiguous", "channels_last"):  # eformer-train's train.channels_last
+            xs = x.contiguous(memory_format=torch.channels_last) if layout == "channels_last" else x
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            times = []
+            for step in range(steps + 1):
+                members = sandwich_members(net.space, step, 0, 2, **net.context)
+                _sync(device)
+                t = time.perf_counter()
+                opt.zero_grad(set_to_none=True)
+                sandwich_step(net.train(), net, members, xs, y, precision=precision)
+                opt.step()
+                _sync(device)
+                if step:  # the first step warms up kernels and allocator
+                    times.append(time.perf_counter() - t)
+            s = sorted(times)[len(times) // 2]
+            peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
+            lines.append(f"| {name} | {layout} | {batch / s:.1f} | {s:.3f} | {peak:.2f} |")
+    lines += ["", layout_gradients(net, x, y, device)]
     return lines + [""]
+
+
+def layout_gradients(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device) -> str:
+    """One fp32 sandwich step's gradients with a channels-last input against a contiguous one (same weights,
+    members and batch): ||diff|| / ||grad|| over every parameter (CPU check: <= 1e-5)."""
+    from supernet.train.sandwich import sandwich_members, sandwich_step
+
+    grads = []
+    for xs in (x, x.contiguous(memory_format=torch.channels_last)):
+        torch.manual_seed(0)  # the same drop-path draws
+        net.zero_grad(set_to_none=True)
+        sandwich_step(net.train(), net, sandwich_members(net.space, 0, 0, 2, **net.context), xs, y)
+        grads.append(torch.cat([p.grad.flatten().double() for p in net.parameters() if p.grad is not None]))
+    rel = float((grads[0] - grads[1]).norm() / grads[0].norm())
+    verdict = "within 1e-5" if rel <= 1e-5 else "ABOVE 1e-5 (TF32/cuDNN kernels differ on a GPU)"
+    return f"Channels-last vs contiguous, one fp32 sandwich step on {device}: ||diff|| / ||grad|| {rel:.1e} ({verdict})."
 
 
 def proxy_agreement(device: torch.device, tiny: bool, work: Path) -> list[str]:

@@ -64,4 +64,5 @@ def test_gpu_check_runs_with_tiny_settings(tmp_path):
                          text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     text = out.read_text()
-    assert "within tolerance" in text and "completed, supernet.pt written" in text and "| fp32 |" in text
+    assert "within tolerance" in text and "completed, supernet.pt written" in text and "| fp32 | channels_last |" in text
+    assert "Channels-last vs contiguous, one fp32 sandwich step on cpu" in text and "(within 1e-5)" in text
