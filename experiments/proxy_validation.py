@@ -93,7 +93,7 @@ def members_table(results: list[dict[str, Any]], seeds: int) -> list[str]:
     for r in results:
         m = r["members"]
         alone = {k: statistics.fmean(m[k]["standalone_top1"]) for k in ("largest", "smallest")}
-        ext = [f"{m[k]['member_top1']:.2f} / {alone[k]:.2f} ({', '.join(f'{v:.2f}' for v in m[k]['standalone_top1'])})"
+        ext = [f"{member_vs_alone(m, k)} ({', '.join(f'{v:.2f}' for v in m[k]['standalone_top1'])})"
                for k in ("largest", "smallest")]
         gap = f"{m['largest']['member_top1'] - m['smallest']['member_top1']:+.2f} / {alone['largest'] - alone['smallest']:+.2f}"
         top1 = " / ".join(f"{m[p]['member_top1']:.2f}" for p in PRESETS)
@@ -120,18 +120,20 @@ def members_report(results: list[dict[str, Any]], args: argparse.Namespace, seco
 
 
 def one_setting(work: Path, name: str, args: argparse.Namespace) -> dict[str, Any]:
+    """A setting's validation (20 members against standalone training), then its members side."""
     started = time.time()
-    sn, final = train_setting(work, name, args.threads)
+    sn, _ = train_setting(work, name, args.threads)
     vp_dir = work / f"vp-{name}"
     vp = run_validate_proxy(compose("eformer_validate_proxy", [
         f"supernet={sn}", f"lut_file={args.lut}", f"members={args.members}", f"standalone_seeds={args.standalone_seeds}",
         f"standalone_dir={work / 'standalone'}", "progress=true", f"threads={args.threads}", f"run_dir={vp_dir}"]))
-    supernet = Supernet.load(sn / "supernet.pt")
-    ext = extremes(supernet, dict(supernet.train_config), work / "standalone", args.standalone_seeds, args.threads)
     shutil.copy(vp_dir / "proxy_validation.png", RESULTS / f"proxy_validation_{name}.png")
-    return {"setting": name, "overrides": SETTINGS[name], "steps": final["steps"],
-            "supernet_seconds": final["seconds_this_session"], "validation": vp, "members": ext,
-            "seconds": time.time() - started}
+    return {**members_of_setting(work, name, args), "validation": vp, "seconds": time.time() - started}
+
+
+def member_vs_alone(m: dict[str, Any], which: str) -> str:
+    """``<top-1 as a member> / <standalone seed-mean>`` of the largest or smallest member."""
+    return f"{m[which]['member_top1']:.2f} / {statistics.fmean(m[which]['standalone_top1']):.2f}"
 
 
 def summary_table(results: list[dict[str, Any]]) -> list[str]:
@@ -141,7 +143,7 @@ def summary_table(results: list[dict[str, Any]]) -> list[str]:
              "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         st, m = r["validation"]["stats"], r["members"]
-        ext = [f"{m[k]['member_top1']:.2f} / {statistics.fmean(m[k]['standalone_top1']):.2f}" for k in ("largest", "smallest")]
+        ext = [member_vs_alone(m, k) for k in ("largest", "smallest")]
         rel = " / ".join(f"{m[p]['member_top1']:.2f}" for p in PRESETS)
         lines.append(f"| {r['setting']} | {r['steps']} | {format_tau(st['loss_vs_top1'])} | {format_tau(st['ceiling']['top1'])} | "
                      f"{st['loss_vs_top1']['ratio_to_ceiling']:.2f} | {format_tau(st['loss_vs_loss'])} | {ext[0]} | {ext[1]} | {rel} |")
