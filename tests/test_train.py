@@ -74,7 +74,7 @@ def test_bad_data_dir_is_one_line(tmp_path):
 def test_ddp_sandwich_step_all_reduces_once_with_exact_gradients():
     """no_sync for all members but the last: the gradients equal hand-averaged local sandwich steps."""
     script = Path(__file__).with_name("ddp_sandwich_parity.py")
-    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", str(script)],
+    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script)],
                          capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert res.returncode == 0, res.stderr[-2000:]
     assert "max_abs_diff 0.000e+00" in res.stdout or float(res.stdout.split("max_abs_diff ")[1].split()[0]) <= 1e-6
@@ -112,7 +112,7 @@ def test_bf16_refused_without_native_support():
 @pytest.mark.slow
 def test_torchrun_two_processes(tmp_path):
     run_dir = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "supernet.train.app",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "supernet.train.app",
            *ARGS, "train.epochs=1", f"run_dir={run_dir}"]
     res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert res.returncode == 0, res.stderr[-2000:]
