@@ -234,9 +234,13 @@ class TPESearchSchema(SamplerSearchSchema):
     multivariate: bool = True
 
 
+SLIMMING_ACTIONS = ("drop", "width", "expansion", "heads")
+
+
 @dataclasses.dataclass
 class SlimmingSearchSchema(SearchSchema):
-    actions: List[str] = setting(["drop", "width", "expansion"], subset_of=("drop", "width", "expansion"), nonempty=True)
+    # supernet.dimensions.ACTION_KINDS (a test keeps them equal; conf cannot import supernet's package: a cycle)
+    actions: List[str] = setting(list(SLIMMING_ACTIONS), subset_of=SLIMMING_ACTIONS, nonempty=True)
     expansion_scope: str = setting("block", choices=("block", "stage"))
     moves_per_step: int = setting(1, ge=1)
     max_steps: int = setting(500, ge=1)
@@ -319,6 +323,7 @@ class MeasureSchema:
 @dataclasses.dataclass
 class PipelineApp:
     work_dir: str = "runs/pipeline"
+    search_space: str = "efficientformerv2"   # a conf/space name: the LUT's and the supernet's space
     lut_overrides: List[str] = setting([])
     train_overrides: List[str] = setting([])
     budgets: List[str] = setting(["s0", "s1", "s2", "l"], subset_of=("s0", "s1", "s2", "l"), nonempty=True)

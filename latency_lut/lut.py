@@ -29,6 +29,7 @@ from supernet.space import SearchSpace
 LUT_FORMAT = "eformer-lut/2"
 READABLE_FORMATS = ("eformer-lut/1", LUT_FORMAT)  # /1: no drift anchor, calibration without weights
 SIG_COLUMNS = [f.name for f in dataclasses.fields(BlockSignature)]
+LATER_COLUMNS = {"attn_heads": 0}  # signature fields added after a readable format was written: their value then
 STAT_COLUMNS = ["median_ms", "q25_ms", "iqr_ms", "cv", "min_ms", "n", "anchor_ms"]
 LATENCY_COLUMNS = ("median_ms", "q25_ms", "min_ms", "anchor_ms")
 STATISTICS = {"median": "median_ms", "q25": "q25_ms"}
@@ -269,6 +270,9 @@ class LatencyLUT:
         if image_size is not None and meta["image_size"] != image_size:
             raise LUTError(f"{p} was built for image size {meta['image_size']}, not {image_size}")
         df = table.to_pandas()
+        for column, value in LATER_COLUMNS.items():
+            if column not in df.columns:
+                df[column] = value
         check_table(df, meta, p)
         for c in SIG_COLUMNS + INT_COLUMNS:
             if c != "kind" and c in df.columns and df[c].notna().all():

@@ -20,7 +20,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from conf import compose
-from conf.schemas import LutApp, PipelineApp, SearchApp, TrainApp, check_config, register_schemas
+from conf.schemas import CONF_DIR, LutApp, PipelineApp, SearchApp, TrainApp, check_config, register_schemas
 from latency_lut.app import run_lut
 from latency_lut.lut import LatencyLUT
 from latency_lut.timing import Protocol
@@ -60,7 +60,7 @@ def banner(i: int, n: int, text: str) -> None:
 
 
 def lut_stage(cfg: DictConfig) -> Path:
-    over = list(cfg.lut_overrides)
+    over = [f"space={cfg.search_space}", *cfg.lut_overrides]
     lut_cfg = compose("eformer_lut", ["command=build", *over])
     out = Path(lut_cfg.out)
     meta = LatencyLUT.load(out).meta if out.is_file() else {}
@@ -98,8 +98,11 @@ STAGE_APPS = {"lut_overrides": ("eformer_lut", LutApp), "train_overrides": ("efo
 def check_stage_overrides(cfg: DictConfig) -> None:
     """Compose and check every stage's config before the first stage runs: a typo or an out-of-range value
     in ``slimming_overrides`` fails now, not after the LUT and the training (one line naming the list)."""
-    fixed = {"lut_overrides": ["command=build"], "train_overrides": [], "slimming_overrides": ["search=slimming"],
-             "nsga2_overrides": ["search=nsga2"]}
+    spaces = sorted(p.stem for p in (CONF_DIR / "space").glob("*.yaml"))
+    if cfg.search_space not in spaces:
+        raise UserError(f"search_space: {cfg.search_space!r} is not one of the spaces in conf/space ({', '.join(spaces)})")
+    fixed = {"lut_overrides": ["command=build", f"space={cfg.search_space}"], "train_overrides": [f"space={cfg.search_space}"],
+             "slimming_overrides": ["search=slimming"], "nsga2_overrides": ["search=nsga2"]}
     for key, (app, schema) in STAGE_APPS.items():
         overrides = [*fixed[key], *cfg[key]]
         try:
@@ -123,8 +126,9 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
                  f"{'the quick protocol: fewer repeats, noisier entries' if 'lut=quick' in cfg.lut_overrides else 'custom protocol'})")
     lut_path = lut_stage(cfg)
     clock.lap("LUT build + validation")
-    banner(2, n, "supernet on the embedded Fashion-MNIST subset (eformer-train)")
-    supernet = run_training(compose("eformer_train", [f"compute_device={cfg.compute_device}", *cfg.train_overrides]))
+    banner(2, n, f"supernet over the space {cfg.search_space} on the embedded Fashion-MNIST subset (eformer-train)")
+    supernet = run_training(compose("eformer_train", [f"compute_device={cfg.compute_device}", f"space={cfg.search_space}",
+                                                      *cfg.train_overrides]))
     common = [f"supernet={supernet}", f"lut_file={lut_path}", f"proxy.cache={work}/search/proxy-cache.jsonl",
               f"compute_device={cfg.compute_device}"]
     clock.lap("supernet training")

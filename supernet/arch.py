@@ -19,6 +19,8 @@ NUM_STAGES = 4
 BLOCK_TYPES = ("ffn", "attn")
 ATTN_STAGES = (2, 3)  # zero-based: attention blocks live in stages 3 and 4 only
 ALLOWED_EXPANSIONS = (1, 2, 3, 4, 5, 6)
+ATTN_HEADS = 8    # the release's heads per attention block (key dim 32 each); the value of every FFN block
+MAX_HEADS = 16
 WIDTH_MULTIPLE = 8
 IMAGE_MULTIPLE = 32
 PRESETS = ("s0", "s1", "s2", "l")
@@ -30,10 +32,19 @@ class ArchConfigError(UserError):
 
 @dataclasses.dataclass(frozen=True)
 class BlockConfig:
-    """One block of a stage: an FFN block or an attention block (attention + FFN)."""
+    """One block of a stage: an FFN block or an attention block (attention + FFN). ``heads`` is an attention
+    block's head count (the release's 8 unless searched); an FFN block has none and keeps the default."""
 
     type: str
     expansion: int
+    heads: int = ATTN_HEADS
+
+    def fields(self) -> dict[str, Any]:
+        """Its written form: ``heads`` only where it is not the release's."""
+        out: dict[str, Any] = {"type": self.type, "expansion": self.expansion}
+        if self.heads != ATTN_HEADS:
+            out["heads"] = self.heads
+        return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,7 +108,10 @@ class ArchConfig:
         d = "-".join(str(x) for x in self.depths)
         a = "-".join(str(s.num_attn) for s in self.stages)
         e = "/".join("".join(str(x) for x in s) for s in self.expansions)
-        return f"w{w} d{d} a{a} e{e}"
+        heads = [[b.heads for b in s.blocks if b.type == "attn"] for s in self.stages]
+        h = "" if all(x == ATTN_HEADS for s in heads for x in s) else (
+            " h" + "/".join(".".join(map(str, s)) or "-" for s in heads))
+        return f"w{w} d{d} a{a} e{e}{h}"
 
     def replace(self, **changes: Any) -> "ArchConfig":
         """A copy with some top-level fields changed (validated again)."""
@@ -112,7 +126,7 @@ class ArchConfig:
             "distillation": self.distillation,
             "drop_path_rate": self.drop_path_rate,
             "stages": [
-                {"width": s.width, "blocks": [{"type": b.type, "expansion": b.expansion} for b in s.blocks]}
+                {"width": s.width, "blocks": [b.fields() for b in s.blocks]}
                 for s in self.stages
             ],
         }
@@ -128,14 +142,17 @@ class ArchConfig:
         widths: Sequence[int],
         expansions: Sequence[Sequence[int]],
         num_attn: Sequence[int] = (0, 0, 0, 0),
+        heads: Sequence[Sequence[int]] | None = None,
         **kwargs: Any,
     ) -> "ArchConfig":
-        """Build from widths, per-block expansions and per-stage attention counts (attention blocks last)."""
+        """Build from widths, per-block expansions and per-stage attention counts (attention blocks last), and
+        optionally per-block heads (default: the release's for every block)."""
         stages = []
-        for width, exps, n_attn in zip(widths, expansions, num_attn):
+        for i, (width, exps, n_attn) in enumerate(zip(widths, expansions, num_attn)):
             n = len(exps)
+            hs = heads[i] if heads is not None else [ATTN_HEADS] * n
             blocks = tuple(
-                BlockConfig("attn" if j >= n - n_attn else "ffn", int(e)) for j, e in enumerate(exps)
+                BlockConfig("attn" if j >= n - n_attn else "ffn", int(e), int(h)) for j, (e, h) in enumerate(zip(exps, hs))
             )
             stages.append(StageConfig(int(width), blocks))
         return cls(stages=tuple(stages), **kwargs)
@@ -154,7 +171,7 @@ class ArchConfig:
             lines.append(f"  - width: {s.width}")
             lines.append("    blocks:")
             for b in s.blocks:
-                lines.append(f"      - {{type: {b.type}, expansion: {b.expansion}}}")
+                lines.append("      - {" + ", ".join(f"{k}: {v}" for k, v in b.fields().items()) + "}")
         text = "\n".join(lines) + "\n"
         if path is not None:
             atomic_write_text(path, text)
@@ -251,11 +268,11 @@ def _parse(data: Mapping[str, Any], source: str) -> ArchConfig:
             where = f"stages[{i}].blocks[{j}]"
             if not isinstance(rb, Mapping):
                 raise ArchConfigError(f"{where}: expected a mapping with 'type' and 'expansion'")
-            _unknown_keys(rb, ("type", "expansion"), where)
+            _unknown_keys(rb, ("type", "expansion", "heads"), where)
             for key in ("type", "expansion"):
                 if key not in rb:
                     raise ArchConfigError(f"{where}: missing required key '{key}'")
-            blocks.append(BlockConfig(type=rb["type"], expansion=rb["expansion"]))
+            blocks.append(BlockConfig(type=rb["type"], expansion=rb["expansion"], heads=rb.get("heads", ATTN_HEADS)))
         stages.append(StageConfig(width=raw["width"], blocks=tuple(blocks)))
     kwargs = {k: data[k] for k in _TOP_KEYS if k in data and k != "stages"}
     return ArchConfig(stages=tuple(stages), **kwargs)
@@ -305,3 +322,8 @@ def _validate(arch: ArchConfig) -> None:
                 raise ArchConfigError(
                     f"{where}.expansion: {exp!r} is not one of {', '.join(map(str, ALLOWED_EXPANSIONS))}"
                 )
+            heads = block.heads
+            if isinstance(heads, bool) or not isinstance(heads, int) or not 1 <= heads <= MAX_HEADS:
+                raise ArchConfigError(f"{where}.heads: {heads!r} must be an integer in 1..{MAX_HEADS}")
+            if block.type != "attn" and heads != ATTN_HEADS:
+                raise ArchConfigError(f"{where}.heads: only attention blocks have heads (this is an FFN block)")

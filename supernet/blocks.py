@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from supernet.layers import OPS, DropPath, Ops, gelu
+from supernet.arch import ATTN_HEADS
 from supernet.signatures import (
-    ATTN_HEADS,
     ATTN_KEY_DIM,
     ATTN_RATIO,
     DOWN_HEADS,
@@ -92,15 +92,21 @@ class Attention(_BiasedAttention):
 
     In stage 3 (``stride=2``) a depthwise stride-2 conv shrinks the tokens first and the output is
     upsampled x2 before the projection.
+
+    Heads are elastic (:meth:`set_heads`): a member with ``h`` of the ``heads`` runs the leading ``h`` heads, i.e.
+    the prefix of q, k and v's output channels (head ``i`` owns channels ``i*dim .. (i+1)*dim``), of the local value
+    branch, the ``h x h`` top-left of both talking-head convs, the first ``h`` rows of the position biases and the
+    first ``h * d`` input channels of the projection. The static model runs all of its heads.
     """
 
-    def __init__(self, dim: int, resolution: int, stride: int = 1, ops: Ops = OPS) -> None:
+    def __init__(self, dim: int, resolution: int, stride: int = 1, ops: Ops = OPS, heads: int = ATTN_HEADS) -> None:
         super().__init__()
-        self.num_heads, self.key_dim = ATTN_HEADS, ATTN_KEY_DIM
+        self.num_heads, self.key_dim = heads, ATTN_KEY_DIM
         self.scale = ATTN_KEY_DIM ** -0.5
         self.d = ATTN_KEY_DIM * ATTN_RATIO
-        self.dh = self.d * ATTN_HEADS
-        kh = ATTN_KEY_DIM * ATTN_HEADS
+        self.dh = self.d * heads
+        kh = ATTN_KEY_DIM * heads
+        self.active_heads = heads
         self.stride = stride
         if stride == 2:
             self.resolution = -(-resolution // 2)
@@ -115,16 +121,29 @@ class Attention(_BiasedAttention):
         self.k = ops.conv_norm(dim, kh)
         self.v = ops.conv_norm(dim, self.dh)
         self.v_local = ops.conv_norm(self.dh, self.dh, 3, depthwise=True)
-        self.talking_head1 = nn.Conv2d(ATTN_HEADS, ATTN_HEADS, 1)
-        self.talking_head2 = nn.Conv2d(ATTN_HEADS, ATTN_HEADS, 1)
+        self.talking_head1 = nn.Conv2d(heads, heads, 1)
+        self.talking_head2 = nn.Conv2d(heads, heads, 1)
         self.proj = ops.conv_norm(self.dh, dim)
-        self._init_bias(ATTN_HEADS, self.N, relative_bias_index(self.resolution, self.resolution, 1))
+        self._init_bias(heads, self.N, relative_bias_index(self.resolution, self.resolution, 1))
+
+    def set_heads(self, heads: int) -> None:
+        """Run the leading ``heads`` heads (elastic ops only: q, k and v slice their outputs to match)."""
+        if not 1 <= heads <= self.num_heads:
+            raise ValueError(f"an attention block with {self.num_heads} heads cannot run {heads}")
+        self.active_heads = heads
+        for conv, per_head in ((self.q, self.key_dim), (self.k, self.key_dim), (self.v, self.d)):
+            conv.active_out = heads * per_head
+
+    def _talking_head(self, conv: nn.Conv2d, x: torch.Tensor, h: int) -> torch.Tensor:
+        if h == self.num_heads:
+            return conv(x)
+        return F.conv2d(x, conv.weight[:h, :h], conv.bias[:h])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B = x.shape[0]
         if self.stride_conv is not None:
             x = self.stride_conv(x)
-        h, n, r = self.num_heads, self.N, self.resolution
+        h, n, r = self.active_heads, self.N, self.resolution
         q = self.q(x).reshape(B, h, -1, n).transpose(2, 3)
         k = self.k(x).reshape(B, h, -1, n)
         v = self.v(x)
@@ -132,10 +151,11 @@ class Attention(_BiasedAttention):
         attn = q @ k
         if self.scale != 1.0:
             attn = attn * self.scale
-        attn = self.talking_head1(attn + self.bias())
-        attn = self.talking_head2(attn.softmax(dim=-1))
+        bias = self.bias()
+        attn = self._talking_head(self.talking_head1, attn + (bias if h == self.num_heads else bias[:h]), h)
+        attn = self._talking_head(self.talking_head2, attn.softmax(dim=-1), h)
         # (attn @ v)^T computed as v^T @ attn^T: lands in (B, heads, d, N) without a copy
-        x = (v.reshape(B, h, -1, n) @ attn.transpose(2, 3)).reshape(B, self.dh, r, r) + v_local
+        x = (v.reshape(B, h, -1, n) @ attn.transpose(2, 3)).reshape(B, h * self.d, r, r) + v_local
         if self.upsample is not None:
             x = self.upsample(x)
         return self.proj(gelu(x))
@@ -216,9 +236,10 @@ class Block(nn.Module):
         drop_path: float = 0.0,
         ops: Ops = OPS,
         layer_scale_init: float = 1e-5,
+        heads: int = ATTN_HEADS,
     ) -> None:
         super().__init__()
-        self.token_mixer = Attention(dim, resolution, stride, ops) if use_attn else None
+        self.token_mixer = Attention(dim, resolution, stride, ops, heads) if use_attn else None
         self.ls1 = ops.layer_scale(dim, layer_scale_init) if use_attn else None
         self.mlp = Mlp(dim, dim * expansion, ops)
         self.ls2: Optional[nn.Module] = ops.layer_scale(dim, layer_scale_init)

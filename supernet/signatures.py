@@ -15,10 +15,11 @@ import dataclasses
 import functools
 from typing import Iterator
 
-from supernet.arch import ArchConfig, stage_resolution
+from supernet.arch import ATTN_HEADS, ArchConfig, stage_resolution
 
-# Attention constants of EfficientFormerV2 (fixed by the architecture).
-ATTN_KEY_DIM, ATTN_HEADS, ATTN_RATIO = 32, 8, 4
+# Attention constants of EfficientFormerV2 (the release's; an attention block's head count is searchable:
+# ATTN_HEADS is its default, and the key dim and value ratio are per head).
+ATTN_KEY_DIM, ATTN_RATIO = 32, 4
 DOWN_KEY_DIM, DOWN_HEADS, DOWN_RATIO = 16, 8, 4
 
 KINDS = ("stem", "ffn", "attn", "embed", "attn_down", "head")
@@ -44,6 +45,9 @@ class BlockSignature:
       embed     in_width, out_width, resolution (input; output is ceil(r/2)); conv3x3 s2 + BN
       attn_down in_width, out_width, resolution (input); the attention-downsampling branch (stage 3->4)
       head      in_width=C, out_width=classes, resolution, heads (1, or 2 with distillation)
+
+    ``attn_heads`` is an attention block's head count (normalised: 0 reads as the release's 8 for ``attn``, and
+    every other kind holds 0), so LUT rows written before it existed keep their keys.
     """
 
     kind: str
@@ -53,9 +57,12 @@ class BlockSignature:
     expansion: int = 0
     stride: int = 1
     heads: int = 0
+    attn_heads: int = 0
 
     def __post_init__(self) -> None:  # hashed once: signatures are dict keys on the LUT's hot path
-        fields = (self.kind, self.in_width, self.out_width, self.resolution, self.expansion, self.stride, self.heads)
+        object.__setattr__(self, "attn_heads", (self.attn_heads or ATTN_HEADS) if self.kind == "attn" else 0)
+        fields = (self.kind, self.in_width, self.out_width, self.resolution, self.expansion, self.stride, self.heads,
+                  self.attn_heads)
         object.__setattr__(self, "_hash", hash(fields))
 
     def __hash__(self) -> int:
@@ -70,7 +77,8 @@ class BlockSignature:
         if k == "ffn":
             return f"ffn-c{self.in_width}-e{self.expansion}-r{self.resolution}"
         if k == "attn":
-            return f"attn-c{self.in_width}-e{self.expansion}-r{self.resolution}-s{self.stride}"
+            h = "" if self.attn_heads == ATTN_HEADS else f"-h{self.attn_heads}"
+            return f"attn-c{self.in_width}-e{self.expansion}-r{self.resolution}-s{self.stride}{h}"
         if k in ("embed", "attn_down"):
             return f"{k}-c{self.in_width}-{self.out_width}-r{self.resolution}"
         return f"head-c{self.in_width}-k{self.out_width}-h{self.heads}-r{self.resolution}"
@@ -100,23 +108,23 @@ def _ffn_macs(c: int, e: int, r: int) -> int:
     return r * r * (c * h + 9 * h + h * c)
 
 
-def _attention_params(c: int, r: int, stride: int) -> int:
-    kd, dh = ATTN_KEY_DIM * ATTN_HEADS, ATTN_KEY_DIM * ATTN_RATIO * ATTN_HEADS
+def _attention_params(c: int, r: int, stride: int, heads: int) -> int:
+    kd, dh = ATTN_KEY_DIM * heads, ATTN_KEY_DIM * ATTN_RATIO * heads
     n = _ceil_half(r) ** 2 if stride == 2 else r * r
     p = _conv(c, c, 3, groups=c) if stride == 2 else 0
     p += 2 * _conv(c, kd) + _conv(c, dh) + _conv(dh, dh, 3, groups=dh)
-    p += 2 * _conv(ATTN_HEADS, ATTN_HEADS, bn=False) + _conv(dh, c)
-    return p + ATTN_HEADS * n + c  # bias table + layer scale
+    p += 2 * _conv(heads, heads, bn=False) + _conv(dh, c)
+    return p + heads * n + c  # bias table + layer scale
 
 
-def _attention_macs(c: int, r: int, stride: int) -> int:
-    kd, dh = ATTN_KEY_DIM * ATTN_HEADS, ATTN_KEY_DIM * ATTN_RATIO * ATTN_HEADS
+def _attention_macs(c: int, r: int, stride: int, heads: int) -> int:
+    kd, dh = ATTN_KEY_DIM * heads, ATTN_KEY_DIM * ATTN_RATIO * heads
     ra = _ceil_half(r) if stride == 2 else r
     n = ra * ra
     m = n * c * 9 if stride == 2 else 0
     m += n * c * (2 * kd + dh) + n * dh * 9
     m += n * n * (kd + dh)  # q.k and attn.v
-    m += 2 * n * n * ATTN_HEADS * ATTN_HEADS  # talking heads
+    m += 2 * n * n * heads * heads  # talking heads
     return m + r * r * dh * c  # projection at full resolution
 
 
@@ -146,7 +154,7 @@ def signature_params(sig: BlockSignature) -> int:
     if k == "ffn":
         return _ffn_params(c, sig.expansion)
     if k == "attn":
-        return _attention_params(c, sig.resolution, sig.stride) + _ffn_params(c, sig.expansion)
+        return _attention_params(c, sig.resolution, sig.stride, sig.attn_heads) + _ffn_params(c, sig.expansion)
     if k == "embed":
         return _conv(c, sig.out_width, 3)
     if k == "attn_down":
@@ -167,7 +175,7 @@ def signature_macs(sig: BlockSignature) -> int:
     if k == "ffn":
         return _ffn_macs(c, sig.expansion, r)
     if k == "attn":
-        return _attention_macs(c, r, sig.stride) + _ffn_macs(c, sig.expansion, r)
+        return _attention_macs(c, r, sig.stride, sig.attn_heads) + _ffn_macs(c, sig.expansion, r)
     if k == "embed":
         ro = _ceil_half(r)
         return ro * ro * sig.out_width * c * 9
@@ -193,10 +201,12 @@ def stem_signature(width: int, image_size: int) -> BlockSignature:
 
 
 @functools.lru_cache(maxsize=None)
-def block_signature(stage: int, block_type: str, width: int, expansion: int, resolution: int) -> BlockSignature:
-    """Signature of an FFN or attention block of stage ``stage`` (0-based)."""
+def block_signature(stage: int, block_type: str, width: int, expansion: int, resolution: int,
+                    attn_heads: int = ATTN_HEADS) -> BlockSignature:
+    """Signature of an FFN or attention block of stage ``stage`` (0-based); ``attn_heads`` is ignored for FFN blocks."""
     if block_type == "attn":
-        return interned(BlockSignature("attn", width, width, resolution, expansion, stride=2 if stage == 2 else 1))
+        return interned(BlockSignature("attn", width, width, resolution, expansion, stride=2 if stage == 2 else 1,
+                                       attn_heads=attn_heads))
     return interned(BlockSignature("ffn", width, width, resolution, expansion))
 
 
@@ -223,7 +233,7 @@ def arch_signatures(arch: ArchConfig) -> Iterator[BlockSignature]:
         if i > 0:
             yield from embedding_signatures(i, widths[i - 1], stage.width, stage_resolution(size, i - 1))
         for block in stage.blocks:
-            yield block_signature(i, block.type, stage.width, block.expansion, r)
+            yield block_signature(i, block.type, stage.width, block.expansion, r, block.heads)
     yield head_signature(widths[-1], arch.num_classes, arch.distillation, stage_resolution(size, 3))
 
 

@@ -44,6 +44,7 @@ class StageSpace:
     attn_blocks: tuple[int, ...]
     max_depth: int
     expansions: tuple[int, ...]
+    heads: tuple[int, ...]
 
     def __getitem__(self, key: str) -> Any:
         return getattr(self, key)
@@ -156,7 +157,7 @@ class SearchSpace:
     def build(drafts: Sequence[Draft], **context: Any) -> ArchConfig:
         """The member whose stages hold these drafts (one per stage; see ``supernet.dimensions``)."""
         return ArchConfig.from_parts([d["width"] for d in drafts], [d["expansion"] for d in drafts],
-                                     [d["depth"][1] for d in drafts], **context)
+                                     [d["depth"][1] for d in drafts], [d["heads"] for d in drafts], **context)
 
     @staticmethod
     def drafts_of(arch: ArchConfig) -> list[Draft]:
@@ -190,17 +191,19 @@ class SearchSpace:
         times, summed over its (FFN, attention) pairs, the per-block dimensions' choices for each block."""
         total = 1
         for s in self.stages:
-            stage_level, per_block = 1, 1
+            stage_level, per_ffn, per_attn = 1, 1, 1
             for dim in DIMENSIONS.values():
                 stage_level *= dim.stage_factor(s)
-                per_block *= dim.block_factor(s)
-            total *= stage_level * sum(per_block ** (f + a) for f, a in s.depth_pairs())
+                per_ffn *= dim.block_factor(s, "ffn")
+                per_attn *= dim.block_factor(s, "attn")
+            total *= stage_level * sum(per_ffn ** f * per_attn ** a for f, a in s.depth_pairs())
         return total
 
     def stage_choices(self, stage: int) -> dict[str, Any]:
         """The choices of one stage: widths, (ffn, attn) pairs and expansions."""
         s = self.stages[stage]
-        return {"widths": list(s.widths), "depth_pairs": s.depth_pairs(), "expansions": list(s.expansions)}
+        return {"widths": list(s.widths), "depth_pairs": s.depth_pairs(), "expansions": list(s.expansions),
+                "heads": list(s.heads)}
 
     def violations(self, arch: ArchConfig) -> list[str]:
         """Why ``arch`` is not a member (empty if it is): every dimension's reasons, stage by stage."""

@@ -76,9 +76,13 @@ def test_member_count_is_the_product_of_the_dimensions_choices():
 
 
 @pytest.mark.parametrize("mutate, message", [
-    (lambda d: d["stages"][2].update(heads=[4, 8]),
-     "stages[2]: unknown key(s) heads; allowed: attn_blocks, expansions, ffn_blocks, max_depth, widths "
-     "(the dimensions depth, width, expansion)"),
+    (lambda d: d["stages"][2].update(kernel=[3, 5]),
+     "stages[2]: unknown key(s) kernel; allowed: attn_blocks, expansions, ffn_blocks, heads, max_depth, widths "
+     "(the dimensions depth, width, expansion, heads)"),
+    (lambda d: d["stages"][0].update(heads=[4, 8]), "stages[0].heads: only stages 3 and 4 have attention blocks"),
+    (lambda d: d["stages"][2].update(heads=[]), "stages[2].heads: expected a non-empty list"),
+    (lambda d: d["stages"][3].update(heads=[4, 32]), "stages[3].heads: [4, 32] must be within 1..16"),
+    (lambda d: d["stages"][3].update(heads=[0, 8]), "stages[3].heads: [0, 8] must be within 1..16"),
     (lambda d: d["stages"][1].update(widths=[]), "stages[1].widths: expected a non-empty list"),
     (lambda d: d["stages"][3].update(expansions=[]), "stages[3].expansions: expected a non-empty list"),
     (lambda d: d["stages"][0].update(ffn_blocks=[0], attn_blocks=[0]), "stages[0]: no block counts satisfy"),
@@ -93,8 +97,8 @@ def test_bad_dimension_choices_fail_in_one_line_naming_the_dimension(mutate, mes
 
 def test_slimming_actions_come_from_the_dimensions():
     field = next(f for f in dataclasses.fields(SlimmingSearchSchema) if f.name == "actions")
-    assert ACTION_KINDS == tuple(field.metadata["subset_of"]) == ("drop", "width", "expansion")
-    assert [d.name for d in DIMENSIONS.values()] == ["depth", "width", "expansion"]
+    assert ACTION_KINDS == tuple(field.metadata["subset_of"]) == ("drop", "width", "expansion", "heads")
+    assert [d.name for d in DIMENSIONS.values()] == ["depth", "width", "expansion", "heads"]
     big = DEFAULT.largest()
     kinds = {a.kind for a, _ in candidate_actions(big, DEFAULT)}
     assert kinds == {"drop_ffn", "drop_attn", "width", "expansion"}
@@ -114,14 +118,14 @@ def test_a_supernet_file_of_a_space_this_version_cannot_read_says_to_retrain(tmp
 
     net = Supernet(SearchSpace.load("tiny"), image_size=32, num_classes=10, distillation=False)
     payload = torch.load(net.save(tmp_path / "supernet.pt"), weights_only=False)
-    payload["space"]["stages"][2]["heads"] = [4, 8]   # made by a version with a heads dimension
+    payload["space"]["stages"][2]["kernel"] = [3, 5]   # made by a version with a kernel-size dimension
     torch.save(payload, tmp_path / "other.pt")
     with pytest.raises(CheckpointError) as err:
         Supernet.load(tmp_path / "other.pt")
     msg = str(err.value)
-    assert "other.pt: was made for a space this version cannot read (stages[2]: unknown key(s) heads" in msg
+    assert "other.pt: was made for a space this version cannot read (stages[2]: unknown key(s) kernel" in msg
     assert msg.endswith("retrain it with eformer-train") and "\n" not in msg
-    payload["space"]["stages"][2].pop("heads")
+    payload["space"]["stages"][2].pop("kernel")
     payload["state_dict"].pop(next(iter(payload["state_dict"])))
     torch.save(payload, tmp_path / "torn.pt")
     with pytest.raises(CheckpointError, match="torn.pt: its weights do not fit its space"):

@@ -1,0 +1,137 @@
+"""Attention heads as an elastic dimension: the static twin, the supernet's slices, costs, LUT keys, the space,
+the search encoding and the "fewer heads" slimming action."""
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from helpers import randomize_stats
+from search.params import arch_from_params, arch_hash, distributions, params_of
+from search.slimming import Action, apply_action, candidate_actions
+from supernet.arch import ArchConfig, ArchConfigError
+from supernet.elastic import Supernet
+from supernet.model import build_model
+from supernet.signatures import arch_signatures, block_signature, count_macs, count_params
+from supernet.space import SearchSpace
+from test_model import _dispatch_macs
+
+HEADS = SearchSpace.load("efficientformerv2_heads")
+DEFAULT = SearchSpace.load("efficientformerv2")
+CTX = {"image_size": 64, "num_classes": 10, "distillation": False}
+
+
+def with_heads(arch: ArchConfig, heads: dict[tuple[int, int], int]) -> ArchConfig:
+    data = arch.to_dict()
+    for (i, j), h in heads.items():
+        data["stages"][i]["blocks"][j]["heads"] = h
+    return ArchConfig.from_dict(data)
+
+
+S0_H4 = with_heads(ArchConfig.preset("s0"), {(2, 5): 4, (3, 3): 4})   # S0's last attention block in stages 3 and 4
+
+
+def test_default_heads_change_nothing_and_fewer_heads_are_new_members():
+    s0 = ArchConfig.preset("s0")
+    assert S0_H4.to_dict() != s0.to_dict() and with_heads(s0, {(2, 5): 8}) == s0
+    assert arch_hash(s0) == "37225dee8de55be1" and arch_hash(S0_H4) != arch_hash(s0)
+    assert "heads" not in s0.to_yaml() and "{type: attn, expansion: 4, heads: 4}" in S0_H4.to_yaml()
+    assert S0_H4.summary().endswith(" h-/-/8.4/8.4")
+    assert DEFAULT.hash == "946fe6687d97" and HEADS.hash != DEFAULT.hash
+    for name in ("s0", "s1", "s2", "l"):
+        assert HEADS.contains(ArchConfig.preset(name))
+    assert HEADS.contains(S0_H4) and not DEFAULT.contains(S0_H4)
+    assert DEFAULT.violations(S0_H4) == ["stages[2].blocks[5].heads: 4 is not one of 8",
+                                         "stages[3].blocks[3].heads: 4 is not one of 8"]
+
+
+def test_costs_of_fewer_heads_are_exact():
+    static = build_model(S0_H4.replace(**CTX))
+    assert sum(p.numel() for p in static.parameters()) == count_params(S0_H4.replace(**CTX))
+    assert count_macs(S0_H4.replace(**CTX)) == _dispatch_macs(static, 64)
+    assert count_params(S0_H4) < count_params(ArchConfig.preset("s0"))
+    sig = block_signature(2, "attn", 96, 4, 14, attn_heads=4)
+    assert sig.key == "attn-c96-e4-r14-s2-h4" and block_signature(2, "attn", 96, 4, 14).key == "attn-c96-e4-r14-s2"
+    assert [s.key for s in arch_signatures(S0_H4)].count("attn-c176-e4-r7-s1-h4") == 1
+
+
+@pytest.fixture(scope="module")
+def supernet() -> Supernet:
+    torch.manual_seed(0)
+    return randomize_stats(Supernet(HEADS, **CTX), seed=5).eval()
+
+
+def test_extract_equals_active_for_members_with_fewer_heads(supernet):
+    rng = random.Random(3)
+    members = [S0_H4, supernet.smallest(), ArchConfig.preset("s1")] + [HEADS.sample(rng) for _ in range(3)]
+    assert any(b.heads == 4 for m in members[3:] for s in m.stages for b in s.blocks)
+    x = torch.randn(2, 3, 64, 64)
+    for arch in members:
+        supernet.set_active(arch)
+        with torch.no_grad():
+            static = supernet.extract(arch).eval()
+            assert float((static(x) - supernet(x)).abs().max()) <= 1e-5, arch.summary()
+        assert sum(p.numel() for p in static.parameters()) == count_params(supernet.member(arch))
+
+
+def test_load_member_writes_the_leading_heads_and_the_bias_cache_follows(supernet):
+    arch = supernet.member(S0_H4)
+    torch.manual_seed(1)
+    static = randomize_stats(build_model(arch), seed=9).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        supernet.set_active(arch)
+        supernet(x)   # fills the eval-mode bias caches
+        supernet.load_member(arch, static.state_dict())
+        supernet.set_active(arch)
+        assert float((supernet(x) - static(x)).abs().max()) <= 1e-5
+        block = supernet.stages[2].attn_blocks[1].token_mixer
+        assert torch.equal(block.talking_head1.weight[:4, :4], static.stages[2].blocks[5].token_mixer.talking_head1.weight)
+        assert torch.equal(block.attention_biases[:4], static.stages[2].blocks[5].token_mixer.attention_biases)
+
+
+def test_the_lut_times_every_head_count():
+    from latency_lut.build import space_signatures
+
+    base = space_signatures(DEFAULT, 224, 1000, True)
+    more = space_signatures(HEADS, 224, 1000, True)
+    extra = [s for s in more if s not in set(base)]
+    assert len(base) == 638 and extra and all(s.kind == "attn" and s.attn_heads == 4 for s in extra)
+    assert len(extra) == sum(1 for s in base if s.kind == "attn")
+
+
+def test_search_parameters_encode_heads_and_round_trip():
+    params = params_of(S0_H4, HEADS)
+    assert params["s2_h1"] == 4 and params["s3_h1"] == 4 and params["s2_h0"] == 8 and params["s2_h5"] == 8
+    assert arch_from_params(params, HEADS, name=S0_H4.name) == S0_H4
+    names = list(distributions(HEADS))
+    assert names.index("s2_h0") == names.index("s2_e14") + 1 and names[-1] == "s3_h5"
+    assert not any("_h" in k for k in distributions(DEFAULT))
+
+
+def test_slimming_has_a_fewer_heads_action():
+    s0 = ArchConfig.preset("s0")
+    kinds = {a.kind for a, _ in candidate_actions(s0, HEADS)}
+    assert "heads" in kinds and "heads" not in {a.kind for a, _ in candidate_actions(s0, DEFAULT)}
+    fewer = apply_action(s0, Action("heads", 2, 4), HEADS)
+    assert fewer == with_heads(s0, {(2, 4): 4})
+    assert Action("heads", 2, 4).describe(s0, fewer) == "stage 3 block 5 heads 8->4"
+    stage_wide = apply_action(s0, Action("heads", 3), HEADS)
+    assert stage_wide == with_heads(s0, {(3, 2): 4, (3, 3): 4})
+    assert apply_action(stage_wide, Action("heads", 3, 2), HEADS) is None   # 4 is the smallest
+    assert apply_action(s0, Action("heads", 2, 0), HEADS) is None           # an FFN block has no heads
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"heads": 4, "type": "ffn"}, "stages[2].blocks[0].heads: only attention blocks have heads (this is an FFN block)"),
+    ({"heads": 0}, "stages[2].blocks[4].heads: 0 must be an integer in 1..16"),
+    ({"heads": "four"}, "stages[2].blocks[4].heads: 'four' must be an integer in 1..16"),
+])
+def test_bad_heads_in_an_arch_are_one_line(change, message):
+    data = ArchConfig.preset("s0").to_dict()
+    j = 0 if change.get("type") == "ffn" else 4
+    data["stages"][2]["blocks"][j].update({k: v for k, v in change.items() if k != "type"})
+    with pytest.raises(ArchConfigError) as err:
+        ArchConfig.from_dict(data)
+    assert str(err.value) == message
