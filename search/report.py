@@ -11,13 +11,14 @@ from latency_lut.lut import LatencyLUT
 from latency_lut.timing import Protocol
 from latency_lut.validate import measure_networks
 from search.results import arch_of, completed, load_study
-from supernet.arch import ArchConfig
+from supernet.arch import ATTN_HEADS, ArchConfig
 from supernet.signatures import count_macs, count_params
 
 
 def deployed_row(arch: ArchConfig, lut: LatencyLUT) -> dict[str, Any]:
     return {"summary": arch.summary(), "widths": list(arch.widths), "depths": list(arch.depths),
             "attn": [s.num_attn for s in arch.stages], "expansions": ["".join(map(str, e)) for e in arch.expansions],
+            "heads": [".".join(str(b.heads) for b in s.blocks if b.type == "attn") or "-" for s in arch.stages],
             "params": count_params(arch), "macs": count_macs(arch), "lut_ms": lut.predict(arch)}
 
 
@@ -55,16 +56,22 @@ def released_vs_derived(runs: dict[str, dict[str, Any]], lut_path: str | Path, p
 
 
 def format_rows(rows: list[dict[str, Any]]) -> str:
-    """A markdown table, released above derived for each budget."""
-    lines = ["| budget | model | widths | depths (attn) | expansions | params (M) | GMACs | LUT (ms) | measured (ms) | "
-             "proxy top-1 (%) | proxy val loss |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    """A markdown table, released above derived for each budget (a heads column where a member searched them)."""
+    def searched(d: dict[str, Any]) -> bool:
+        return any(h not in ("-", ".".join([str(ATTN_HEADS)] * n)) for h, n in zip(d.get("heads", ["-"] * 4), d["attn"]))
+
+    with_heads = any(searched(r[k]) for r in rows for k in ("released", "derived"))
+    head = "| budget | model | widths | depths (attn) | expansions | " + ("attention heads | " if with_heads else "")
+    lines = [head + "params (M) | GMACs | LUT (ms) | measured (ms) | proxy top-1 (%) | proxy val loss |",
+             "|---" * (11 + with_heads) + "|"]
     for r in rows:
         for kind in ("released", "derived"):
             d = r[kind]
             depths = " ".join(f"{n}({a})" for n, a in zip(d["depths"], d["attn"]))
             label = f"derived ({d['steps']} steps)" if kind == "derived" else kind
+            heads = f"{' '.join(d.get('heads', ['-'] * 4))} | " if with_heads else ""
             lines.append(f"| {r['budget'].upper()} | {label} | {'-'.join(map(str, d['widths']))} | {depths} | "
-                         f"{' '.join(d['expansions'])} | {d['params'] / 1e6:.3f} | {d['macs'] / 1e9:.3f} | "
+                         f"{' '.join(d['expansions'])} | {heads}{d['params'] / 1e6:.3f} | {d['macs'] / 1e9:.3f} | "
                          f"{d['lut_ms']:.2f} | {d['measured_ms']:.2f} | {_pm(d.get('top1'), d.get('top1_std'), 2)} | "
                          f"{_pm(d.get('loss'), d.get('loss_std'), 4)} |")
     return "\n".join(lines)

@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from supernet.layers import OPS, DropPath, Ops, gelu
 from supernet.arch import ATTN_HEADS
+from supernet.layers import OPS, DropPath, Ops, gelu
 from supernet.signatures import (
     ATTN_KEY_DIM,
     ATTN_RATIO,

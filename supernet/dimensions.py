@@ -1,8 +1,8 @@
 """The search space's dimensions: each elastic choice of a member, defined once.
 
 A member of the space is, per stage, one value of every dimension: its width, its depth (FFN and attention
-block counts, attention last) and, per block, its FFN expansion. A :class:`Dimension` owns everything the
-rest of the framework needs to know about one of them:
+block counts, attention last) and, per block, its FFN expansion and (attention blocks) its head count. A
+:class:`Dimension` owns everything the rest of the framework needs to know about one of them:
 
 - its keys in a stage of a space YAML, how they are checked, and how they are written back (its share of the
   space's content hash: the written form of every dimension, merged, is what :attr:`SearchSpace.hash` hashes);
@@ -17,10 +17,10 @@ A stage's value is a *draft*: a dict from dimension name to that dimension's val
 order; the depth dimension decides how many blocks there are and removes a dropped block from every list.
 
 ``DIMENSIONS`` is the registry, in the order the values of a stage are drawn: depth first (it fixes the block
-count), then width, then the per-block ones. The order is part of :meth:`SearchSpace.sample`'s stream of random
+count), then width, then the per-block ones (expansion, heads). The order is part of :meth:`SearchSpace.sample`'s stream of random
 draws, so seeded samples (the sandwich's random members) stay the same only if it does; it is also the order of
 a stage's slimming actions. ``param_rank`` orders a stage's search parameters (the order a trial suggests
-them in, which seeded Optuna samplers' draws depend on): width, depth, then the expansions.
+them in, which seeded Optuna samplers' draws depend on): width, depth, the expansions, then the heads.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The search space: which ArchConfigs the supernet can run.
 
 Per stage, one set of choices for every dimension of ``supernet.dimensions`` (width, depth as counts of
-FFN and attention blocks under a cap, the FFN expansion of each block). Members place their attention
+FFN and attention blocks under a cap, the FFN expansion of each block, the heads of each attention block). Members place their attention
 blocks after their FFN blocks (as the released models do). The space is pure architecture: image size,
 classes and heads are the context a member is used in (``SearchSpace.member(..., **context)``). Its content
 hash (name excluded) identifies it in latency tables and search studies.
@@ -16,6 +16,7 @@ YAML (``conf/space/*.yaml``); each stage key belongs to one dimension::
         attn_blocks: [0]
         max_depth: 5
         expansions: [2, 3, 4]         # optional per-stage override
+        heads: [4, 8]                 # stages 3-4 only; optional (default: the release's 8)
 """
 from __future__ import annotations
 

@@ -6,6 +6,7 @@ import random
 
 import pytest
 import torch
+from test_model import _dispatch_macs
 
 from helpers import randomize_stats
 from search.params import arch_from_params, arch_hash, distributions, params_of
@@ -15,7 +16,6 @@ from supernet.elastic import Supernet
 from supernet.model import build_model
 from supernet.signatures import arch_signatures, block_signature, count_macs, count_params
 from supernet.space import SearchSpace
-from test_model import _dispatch_macs
 
 HEADS = SearchSpace.load("efficientformerv2_heads")
 DEFAULT = SearchSpace.load("efficientformerv2")
@@ -135,3 +135,37 @@ def test_bad_heads_in_an_arch_are_one_line(change, message):
     with pytest.raises(ArchConfigError) as err:
         ArchConfig.from_dict(data)
     assert str(err.value) == message
+
+
+@pytest.mark.slow
+def test_the_pipeline_selects_the_space_for_its_lut_and_supernet(tmp_path):
+    import subprocess
+    import sys
+
+    from conf import compose
+
+    cfg = compose("eformer_pipeline", ["search_space=efficientformerv2_heads", f"work_dir={tmp_path}"])
+    assert cfg.lut_overrides[1] == f"out={tmp_path}/lut/ort-cpu-efficientformerv2_heads-224.parquet"
+    assert compose("eformer_train", ["space=efficientformerv2_heads"]).space.name == "efficientformerv2_heads"
+    res = subprocess.run([sys.executable, "-m", "search.pipeline", "search_space=nope", f"work_dir={tmp_path / 'w'}"],
+                         capture_output=True, text=True)
+    assert res.returncode == 2 and not (tmp_path / "w").exists()
+    assert res.stderr.strip().splitlines()[-1] == ("eformer-pipeline: error: search_space: 'nope' is not one of the spaces "
+                                                   "in conf/space (efficientformerv2, efficientformerv2_heads, tiny)")
+
+
+@pytest.mark.slow
+def test_fewer_heads_deploy_and_export_to_onnx(tmp_path):
+    import numpy as np
+
+    from supernet import fuse
+    from supernet.onnx_export import export_onnx, ort_session
+
+    model = randomize_stats(build_model(S0_H4.replace(image_size=96)), seed=4).eval()
+    x = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        ref = model(x)
+        for gemm in (False, True):
+            assert float((fuse(model, gemm_kernels=gemm)(x) - ref).abs().max()) <= 1e-5
+    path = export_onnx(model, tmp_path / "s0-h4.onnx", (1, 3, 96, 96))
+    assert np.abs(ort_session(path).run(None, {"input": x.numpy()})[0] - ref.numpy()).max() <= 1e-4

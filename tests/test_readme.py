@@ -7,7 +7,8 @@ Each command line of the README's ``bash`` blocks has a row in :data:`HOW` (a ne
 * ``run``: run here, exactly as printed, in a scratch directory holding what the command expects
   (a copy of the committed LUT; a default-space supernet and a finished slimming run under ``runs/``);
 * ``recipes``: run exactly as printed by ``tests/test_device_recipes.py`` (phone stand-ins, GPU composition);
-* ``compose``: needs what no test machine has (eight GPUs and ImageNet, a database host, hours of training):
+* ``compose``: needs what no test machine has (eight GPUs and ImageNet, a database host, hours of training), or is
+  a second whole main job (the heads space's pipeline: CI runs the default one):
   run exactly as printed plus Hydra's ``--cfg job`` (a sweep ``-m k=a,b``: once per value), which must compose;
 * ``offline``: fetches from the internet (PyTorch's CPU wheel index): its pins are checked against
   ``constraints.txt``.
@@ -40,6 +41,7 @@ HOW = {
     "pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu": "offline",
     "eformer-lut build": "run",
     "eformer-lut validate": "compose",
+    "eformer-pipeline search_space=efficientformerv2_heads work_dir=runs/pipeline-heads": "compose",
     "eformer-lut build device.name=ort-cuda device.providers=[CUDAExecutionProvider]": "recipes",
     "echo 'adb push {onnx} /data/local/tmp/m.onnx >/dev/null && adb shell /data/local/tmp/onnxruntime_perf_test -e cpu "
     "-r {repeats} -x {threads} /data/local/tmp/m.onnx' > pixel7.cmd": "recipes",
@@ -142,7 +144,7 @@ def test_commands_that_need_other_hardware_compose_as_printed(cmd, tmp_path):
     for variant in compose_variants(cmd):
         res = run(variant, tmp_path, timeout=600, env={"i": "0"})
         jobs = 3 if "for i in 0 1 2" in cmd else 8 if "--nproc_per_node=8" in cmd else 1  # each prints its config
-        printed = max(res.stdout.count(key) for key in ("\nrun_dir:", "\nout:", "\nmembers:"))
+        printed = max(res.stdout.count(key) for key in ("\nrun_dir:", "\nout:", "\nmembers:", "\nwork_dir:"))
         assert printed >= jobs, (variant, res.stdout[:800], res.stderr[-800:])
 
 
