@@ -144,7 +144,7 @@ def test_commands_that_need_other_hardware_compose_as_printed(cmd, tmp_path):
     for variant in compose_variants(cmd):
         res = run(variant, tmp_path, timeout=600, env={"i": "0"})
         jobs = 3 if "for i in 0 1 2" in cmd else 8 if "--nproc_per_node=8" in cmd else 1  # each prints its config
-        printed = max(res.stdout.count(key) for key in ("\nrun_dir:", "\nout:", "\nmembers:", "\nwork_dir:"))
+        printed = max(("\n" + res.stdout).count(key) for key in ("\nrun_dir:", "\nout:", "\nmembers:", "\nwork_dir:"))
         assert printed >= jobs, (variant, res.stdout[:800], res.stderr[-800:])
 
 
