@@ -191,7 +191,10 @@ def _build(space: SearchSpace, backend: Backend, out: Path, image_size: int, num
         if reference is not None:
             reference.close()
     bar.close()
+    changed = bool(todo)
     if len(set(lut.table["key"])) >= len(sigs) and not lut.meta.get("complete"):
         lut.meta["complete"] = True
-    lut.save(out, csv=True)
+        changed = True
+    if changed or not out.is_file() or not out.with_suffix(".csv").is_file():  # a finished LUT stays byte for byte
+        lut.save(out, csv=True)
     return lut

@@ -89,6 +89,23 @@ def test_refusals(tiny_lut):
         build_lut(TINY, OrtBackend(threads=1), path, protocol=Protocol(1, 4), progress=False, **CTX)
 
 
+def test_rebuilding_a_complete_lut_rewrites_nothing(tiny_lut, tmp_path):
+    """A complete LUT, also one written before the attn_heads column existed, stays byte for byte on a rebuild."""
+    import pyarrow.parquet as pq
+
+    src, _, _ = tiny_lut
+    old = pq.read_table(src)
+    old = old.drop_columns(["attn_heads"]).replace_schema_metadata(old.schema.metadata)
+    for name, write in (("now", lambda p: p.write_bytes(src.read_bytes())), ("old", lambda p: pq.write_table(old, p))):
+        path = tmp_path / f"{name}.parquet"
+        write(path)
+        path.with_suffix(".csv").write_bytes(src.with_suffix(".csv").read_bytes())
+        before = path.read_bytes(), path.with_suffix(".csv").read_bytes()
+        lut = build_lut(TINY, OrtBackend(threads=1), path, protocol=FAST, device_name="ort-test", progress=False, **CTX)
+        assert lut.meta["complete"] and (path.read_bytes(), path.with_suffix(".csv").read_bytes()) == before
+        assert lut.predict(TINY.largest(**CTX)) == pytest.approx(LatencyLUT.load(src).predict(TINY.largest(**CTX)))
+
+
 @pytest.mark.slow
 def test_resume_after_kill(tmp_path):
     out = tmp_path / "k.parquet"

@@ -245,7 +245,7 @@ def test_stale_watch_forgives_a_stall_that_froze_everyone():
     (["lut_file=/nonexistent/lut.parquet"], "/nonexistent/lut.parquet: LUT file not found"),
     (["supernet=/nonexistent"], "supernet file not found"),
     (["storage.kind=redis"], "storage.kind: 'redis' is not one of sqlite, journal, url, memory"),
-    (["search.actions=[drop,prune]"], "give a non-empty subset of drop, width, expansion ('prune' is not one)"),
+    (["search.actions=[drop,prune]"], "give a non-empty subset of drop, width, expansion, heads ('prune' is not one)"),
 ])
 @pytest.mark.slow
 def test_bad_overrides_are_one_line_errors(assets, tmp_path, extra, message):
