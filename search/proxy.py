@@ -9,13 +9,15 @@
   (``proxy.memory_mb``): what fits is kept, the rest is decoded or recomputed, with the same results.
   Each score carries a continuous companion - the cross-entropy - and the bootstrap standard deviation
   of both over the scored images, so a search can tell a real difference from noise. Scores are cached
-  by architecture hash in a JSONL file shared by processes, and evaluated incrementally: a candidate
+  by architecture hash in a JSONL file shared by processes (screenings - a racing search's partial
+  per-image scores - in a sidecar file beside it, never among the scores), and evaluated incrementally: a candidate
   that differs from the reference member only from stage ``s`` on reuses the reference's stage-``s``
   inputs (and its statistics of the earlier stages) and recalibrates and runs only stages ``s..4``.
 * :class:`AnalyticProxy` - a cheap, monotone stand-in (from MACs) to benchmark the search machinery.
 """
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import math
@@ -177,6 +179,31 @@ def choose_images(data: Data, split: str, n: Optional[int], seed: int) -> list[i
     return [chosen[i] for i in stratified_order([labels[j] for j in chosen], seed)]
 
 
+def screenings_path(cache_path: Path) -> Path:
+    """The sidecar file beside the score cache ``cache_path`` that keeps screenings: ``<stem>.screenings<suffix>``."""
+    return cache_path.with_name(f"{cache_path.stem}.screenings{cache_path.suffix}")
+
+
+def append_line(path: Path, row: dict) -> None:
+    """Append ``row`` as one JSON line in one short append (atomic on POSIX; a killed writer leaves at most a torn
+    last line, which readers skip)."""
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(row) + "\n")
+
+
+def jsonl_rows(path: Optional[Path], key: str) -> Iterator[dict]:
+    """The rows of the JSONL file ``path`` whose ``key`` is ``key`` (none when there is no such file)."""
+    if path is None or not path.is_file():
+        return
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a torn line from a killed writer
+        if isinstance(row, dict) and row.get("key") == key:
+            yield row
+
+
 @dataclasses.dataclass(frozen=True)
 class Screening:
     """A candidate's per-image losses and correctness (0/100) on the first batches of the scored split: a
@@ -188,6 +215,27 @@ class Screening:
     correct: torch.Tensor
     batches: int = 0
     bn: Optional[dict[str, torch.Tensor]] = None
+
+    def to_row(self, key: str, h: str) -> dict:
+        """The sidecar line of this screening of architecture ``h``: the losses as float32 bytes, correctness as
+        bits (base64), so a loaded screening equals the computed one value for value; BN statistics are not kept."""
+        losses = self.losses.to(torch.float32).contiguous().numpy().astype("<f4").tobytes()
+        correct = (self.correct > 0).to(torch.uint8).numpy().tobytes()
+        return {"key": key, "arch_hash": h, "batches": self.batches, "images": len(self.losses),
+                "losses": base64.b64encode(losses).decode(), "correct": base64.b64encode(correct).decode()}
+
+    @classmethod
+    def from_row(cls, row: dict, images: int) -> Optional["Screening"]:
+        """The screening a sidecar line holds, or None when it is torn, of another format or not ``images`` long."""
+        try:
+            losses = torch.frombuffer(bytearray(base64.b64decode(row["losses"], validate=True)), dtype=torch.float32)
+            correct = torch.frombuffer(bytearray(base64.b64decode(row["correct"], validate=True)), dtype=torch.uint8)
+            batches, stored = int(row["batches"]), int(row["images"])
+        except (KeyError, TypeError, ValueError):
+            return None
+        if not stored == images == len(losses) == len(correct):
+            return None
+        return cls(losses.clone(), correct.double() * 100.0, batches)
 
 
 class SupernetProxy:
@@ -210,6 +258,7 @@ class SupernetProxy:
         self.screenings = 0    # partial ones (racing)
         self._screened: dict[tuple[str, int], Screening] = {}
         self._ref: Optional[ArchConfig] = None
+        self._pending_ref: Optional[ArchConfig] = None  # a scored reference whose stage inputs are not computed yet
         self._ref_stats: dict[str, torch.Tensor] = {}
         self._weights = self._weights_version()
         self._load_cache()
@@ -234,22 +283,30 @@ class SupernetProxy:
 
     # ------------------------------------------------------------------ cache
     def _load_cache(self) -> None:
-        if self.cache_path is None or not self.cache_path.is_file():
-            return
-        for line in self.cache_path.read_text(encoding="utf-8", errors="replace").splitlines():
+        """The scores and screenings earlier runs with the same key stored (skipping torn lines and older formats)."""
+        for row in jsonl_rows(self.cache_path, self.cache_key):
             try:
-                row = json.loads(line)
-                if row.get("key") == self.cache_key:
-                    self.cache[str(row["arch_hash"])] = {k: float(row[k]) for k in SCORE_KEYS}
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
-                continue  # a torn line from a killed writer, or an older format
+                self.cache[str(row["arch_hash"])] = {k: float(row[k]) for k in SCORE_KEYS}
+            except (KeyError, TypeError, ValueError):
+                continue
+        if self.cache_path is None:
+            return
+        for row in jsonl_rows(screenings_path(self.cache_path), self.cache_key):
+            k = row.get("batches")
+            if isinstance(k, int) and 0 < k <= len(self.val):
+                s = Screening.from_row(row, sum(len(c) for c in self.val.chunks[:k]))
+                if s is not None:
+                    self._screened[(str(row["arch_hash"]), k)] = s
 
     def _store(self, h: str, res: dict[str, float]) -> None:
         self.cache[h] = res
         if self.cache_path is not None:
-            line = json.dumps({"key": self.cache_key, "arch_hash": h, **res}) + "\n"
-            with open(self.cache_path, "a", encoding="utf-8") as fh:  # one short append: atomic on POSIX
-                fh.write(line)
+            append_line(self.cache_path, {"key": self.cache_key, "arch_hash": h, **res})
+
+    def _store_screening(self, h: str, s: Screening) -> None:
+        self._screened[(h, s.batches)] = s
+        if self.cache_path is not None:
+            append_line(screenings_path(self.cache_path), s.to_row(self.cache_key, h))
 
     def cached(self, arch: ArchConfig) -> Optional[dict[str, float]]:
         self._check_weights()
@@ -270,7 +327,7 @@ class SupernetProxy:
         self.cache.clear()
         self._screened.clear()
         self.cache_path = None
-        self._ref, self._ref_stats = None, {}
+        self._ref, self._ref_stats, self._pending_ref = None, {}, None
         self.store.drop_where(lambda k: k[2] != IMAGES)
 
     # ------------------------------------------------------------------ inputs
@@ -374,15 +431,16 @@ class SupernetProxy:
 
     def screen(self, arch: ArchConfig, fraction: float) -> Screening:
         """Per-image scores of ``arch`` on the first batches holding ``fraction`` of the split (a class-balanced
-        part, the same images for every candidate); kept for this run only, never in the score cache."""
+        part, the same images for every candidate); kept in the sidecar of the score cache, never among the scores."""
         self._check_weights()
         arch = self.net.member(arch)
         k = self.screen_batches(fraction)
         key = (arch_hash(arch), k)
         if key not in self._screened:
+            self._settle_reference()
             correct, losses = self._run(arch, self._start(arch), keep=False, batches=k)
             self.screenings += 1
-            self._screened[key] = Screening(losses, correct, k, self._bn_state())
+            self._store_screening(key[0], Screening(losses, correct, k, self._bn_state()))
         return self._screened[key]
 
     def _forget_screened_bn(self, h: Optional[str] = None) -> None:
@@ -393,12 +451,28 @@ class SupernetProxy:
 
     def reference(self, arch: ArchConfig) -> dict[str, float]:
         """Evaluate ``arch`` fully and keep its stage inputs (within the memory budget) for incremental
-        evaluation of its neighbours."""
+        evaluation of its neighbours. When ``arch``'s score is cached, that happens only once a neighbour has to
+        be computed: a search that finds all it needs stored (a rerun, or a budget whose path an earlier budget
+        walked) computes nothing."""
         self._check_weights()
         arch = self.net.member(arch)
         h = arch_hash(arch)
         if self._ref is not None and arch_hash(self._ref) == h and h in self.cache:
+            self._pending_ref = None
             return self.cache[h]  # already the reference: its stage inputs are kept
+        if h in self.cache:
+            self._pending_ref = arch
+            return self.cache[h]
+        self._pending_ref = None
+        return self._make_reference(arch, h)
+
+    def _settle_reference(self) -> None:
+        """Compute the pending reference's stage inputs: a neighbour is about to be computed incrementally."""
+        if self._pending_ref is not None:
+            arch, self._pending_ref = self._pending_ref, None
+            self._make_reference(arch, arch_hash(arch))
+
+    def _make_reference(self, arch: ArchConfig, h: str) -> dict[str, float]:
         self.store.drop_where(lambda k: k[2] != IMAGES)
         self._ref = None
         self._forget_screened_bn()
@@ -417,6 +491,7 @@ class SupernetProxy:
         h = arch_hash(arch)
         if h in self.cache:
             return self.cache[h]
+        self._settle_reference()
         screened = [s for (sh, _), s in self._screened.items() if sh == h and s.bn is not None]
         resume = max(screened, key=lambda s: s.batches) if screened else None
         res = score_values(*self._run(arch, self._start(arch), keep=False, resume=resume))

@@ -16,12 +16,14 @@ or ``top1`` (the paper's ΔAcc; ties broken by the loss).
 same action scores); ``expansion_scope: stage`` shrinks the largest expansions of a stage together
 (fewer actions). Both are speed knobs for the quick demo; the defaults are the paper's.
 
-Racing (``race: true``): each step first screens every new candidate on a class-balanced part of the
-scored split (``screen_fraction`` of it, the same images for all: the proxy's first batches), scoring its
-loss increase over the step's member image by image (a paired difference, far less noisy than two
+Racing (``race: true``): each step first screens every candidate that gains MES on a class-balanced part
+of the scored split (``screen_fraction`` of it, the same images for all: the proxy's first batches), scoring
+its loss increase over the step's member image by image (a paired difference, far less noisy than two
 separate scores). A candidate whose optimistic score (``race_z`` standard errors better) is still worse
 than the pessimistic score of the ``moves_per_step``-th best stops there; the rest are confirmed on the
-whole split and ranked as without racing. Partial scores never enter the proxy's score cache or the study.
+whole split and ranked as without racing. The race does not depend on what is already cached (a rerun, a
+resumed run and a looser budget decide as the first run did), and costs nothing where the screenings are
+stored. Partial scores never enter the proxy's score cache or the study (they live in its sidecar file).
 """
 from __future__ import annotations
 
@@ -205,21 +207,20 @@ def slim(space: SearchSpace, evaluator: CandidateEvaluator, budget: Budget, cont
 
 def race(moves: list[tuple[Action, ArchConfig]], cur: ArchConfig, m: Metrics, evaluator: CandidateEvaluator,
          settings: SlimmingSettings) -> list[tuple[Action, ArchConfig]]:
-    """The moves worth a whole-split evaluation: all of them without racing; with it, those already scored, and
-    the new ones whose screened score is not clearly worse than the ``moves_per_step``-th best (see the module doc)."""
-    proxy = evaluator.proxy
-    screen = getattr(proxy, "screen", None)
-    new = [i for i, (_, a) in enumerate(moves) if proxy.cached(a) is None]
-    if not settings.race or screen is None or len(new) <= settings.moves_per_step or settings.score_by != "loss":
+    """The moves worth a whole-split evaluation: all of them without racing; with it, the MES-gaining ones whose
+    screened score is not clearly worse than the ``moves_per_step``-th best, whether or not they are already
+    scored: the choice is the same with any cache. Those that gain no MES cannot be ranked while others do
+    (see the module doc)."""
+    screen = getattr(evaluator.proxy, "screen", None)
+    if not settings.race or screen is None or settings.score_by != "loss":
         return moves
-    gains = {i: evaluator.costs(moves[i][1])[3] - m.mes for i in new}
-    if not any(g > 0 for g in gains.values()):
-        return moves  # no MES gain anywhere: the fallback ranking needs every candidate's whole-split score
+    gains = {i: evaluator.costs(a)[3] - m.mes for i, (_, a) in enumerate(moves)}
+    gaining = [i for i, g in gains.items() if g > 0]
+    if len(gaining) <= settings.moves_per_step:
+        return moves  # nothing to race; without any MES gain the fallback ranking needs every whole-split score
     base = screen(cur, settings.screen_fraction)
     bounds = {}
-    for i in new:
-        if gains[i] <= 0:
-            continue  # cannot be ranked while others gain MES
+    for i in gaining:
         d = screen(moves[i][1], settings.screen_fraction).losses.double() - base.losses.double()
         se = float(d.std()) / max(1, len(d)) ** 0.5 if len(d) > 1 else float("inf")
         score = float(d.mean()) / gains[i]
@@ -227,7 +228,6 @@ def race(moves: list[tuple[Action, ArchConfig]], cur: ArchConfig, m: Metrics, ev
     uppers = sorted(hi for _, hi in bounds.values())
     cut = uppers[min(settings.moves_per_step, len(uppers)) - 1]
     keep = {i for i, (lo, _) in bounds.items() if lo <= cut}
-    keep |= {i for i in range(len(moves)) if i not in new}
     return [mv for i, mv in enumerate(moves) if i in keep]
 
 

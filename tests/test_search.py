@@ -113,20 +113,31 @@ def test_slimming_meets_budget_records_candidates_and_resumes(assets, tmp_path):
 @pytest.mark.slow
 def test_racing_screens_out_candidates_and_keeps_partial_scores_out_of_the_cache(assets, tmp_path):
     """race_z=inf keeps every candidate (the exhaustive path, evaluation for evaluation); race_z=0 confirms
-    fewer on the whole split, and what it only screened is neither cached nor recorded as a trial."""
+    fewer on the whole split, and what it only screened is neither cached nor recorded as a trial. Its screenings
+    are kept beside the score cache: a rerun, and a looser budget, decide the same and compute nothing."""
     lut = LatencyLUT.load(assets / "tiny.parquet")
     lo, hi = (lut.predict(lut.in_context(a)) for a in (TINY.smallest(), TINY.largest()))
     common = [f"budget.latency_ms={round(lo + 0.3 * (hi - lo), 4)}", "budget=none", "storage=memory", "proxy.cache=null",
               "proxy.val_images=120", "proxy.batch_size=24"]
+    cache = tmp_path / "scores.jsonl"
+    racing = ["search.race=true", "search.race_z=0", "search.screen_fraction=0.2", f"proxy.cache={cache}"]
     runs = {}
     for label, extra in (("exhaustive", []), ("wide", ["search.race=true", "search.race_z=1e9"]),
-                         ("tight", ["search.race=true", "search.race_z=0", "search.screen_fraction=0.2"])):
+                         ("tight", racing), ("again", racing),
+                         ("looser", [*racing, f"budget.latency_ms={round(lo + 0.6 * (hi - lo), 4)}"])):
         runs[label] = run_search(compose("eformer_search", overrides(assets, tmp_path / label, *common, *extra)))
-    ex, wide, tight = runs["exhaustive"], runs["wide"], runs["tight"]
+    ex, wide, tight, again, looser = (runs[k] for k in ("exhaustive", "wide", "tight", "again", "looser"))
     assert wide["path"] == ex["path"] and wide["evaluations"] == ex["evaluations"] and wide["screenings"] > 0
     assert tight["evaluations"] < ex["evaluations"] and tight["screenings"] > 0 and ex["screenings"] == 0
     assert tight["trials"] < ex["trials"]  # screened-out candidates are not trials with partial scores
     assert tight["best"]["feasible"]
+    # the score cache holds whole-split scores only; the screenings live in the sidecar, for later runs
+    scored = [json.loads(line)["arch_hash"] for line in cache.read_text().splitlines()]
+    assert len(scored) == len(set(scored)) == tight["trials"]  # one whole-split score per candidate, nothing partial
+    assert len((tmp_path / "scores.screenings.jsonl").read_text().splitlines()) == tight["screenings"]
+    assert again["path"] == tight["path"] and again["evaluations"] == again["screenings"] == 0
+    # one move per step: a looser budget walks a prefix of the tighter one's path, all of it stored
+    assert looser["evaluations"] == looser["screenings"] == 0 and looser["path"] == tight["path"][:len(looser["path"])]
 
 
 def test_sampler_strategies_in_memory(assets, tmp_path):

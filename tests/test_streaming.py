@@ -153,3 +153,50 @@ def test_whole_split_evaluation_continues_a_screening_exactly():
         assert all(s.bn is None for (h, _), s in racing._screened.items() if h == arch_hash(net.member(arch)))
         checked += 1
     assert checked >= 3
+
+
+def test_screenings_are_kept_beside_the_score_cache_value_for_value(tmp_path):
+    """A screening is stored in the sidecar of the score cache (never among the scores) and a later proxy with the
+    same key loads it bit for bit instead of computing it; torn lines and other keys are skipped."""
+    data = build_data({"name": "digits", "calib_size": 90})
+    net = _net()
+    cache = tmp_path / "scores.jsonl"
+    kw = dict(val_images=200, batch_size=40, cache_path=cache, cache_key="k")
+    first = SupernetProxy.from_data(net, data, **kw)
+    rng = random.Random(4)
+    ref = net.space.sample(rng, **CTX)
+    first.reference(ref)
+    archs = [ref.replace(stages=ref.stages[:k] + net.space.sample(rng, **CTX).stages[k:]) for k in (1, 3)]
+    screened = [first.screen(a, 0.4) for a in archs]
+    assert first.screenings == 2 and len(cache.read_text().splitlines()) == 1  # the reference's score only
+    sidecar = tmp_path / "scores.screenings.jsonl"
+    with open(sidecar, "a") as fh:
+        fh.write('{"key": "k", "arch_hash": "torn", "batches": 2, "im')
+    again = SupernetProxy.from_data(net, data, **kw)
+    for a, s in zip(archs, screened):
+        loaded = again.screen(a, 0.4)
+        assert torch.equal(loaded.losses, s.losses) and torch.equal(loaded.correct, s.correct) and loaded.bn is None
+        assert again.cached(a) is None  # a screening is no score
+    assert again.screenings == 0 and again.evaluations == 0
+    assert again(archs[0]) == first(archs[0])  # a loaded screening does not change the whole-split score
+    other = SupernetProxy.from_data(net, data, **{**kw, "cache_key": "other"})
+    other.screen(archs[1], 0.4)
+    assert other.screenings == 1
+
+
+def test_a_cached_reference_is_computed_only_when_a_neighbour_is():
+    """reference() of a scored member computes nothing until a neighbour has to be computed incrementally."""
+    data = build_data({"name": "digits", "calib_size": 90})
+    net = _net()
+    proxy = SupernetProxy.from_data(net, data, val_images=120, batch_size=40)
+    rng = random.Random(6)
+    ref = net.space.sample(rng, **CTX)
+    arch = ref
+    while arch_hash(net.member(arch)) == arch_hash(net.member(ref)):  # a neighbour differing in the last stage
+        arch = ref.replace(stages=ref.stages[:3] + net.space.sample(rng, **CTX).stages[3:])
+    score = proxy(ref)
+    assert proxy.evaluations == 1
+    assert proxy.reference(ref) == score and proxy.evaluations == 1  # pending: nothing computed yet
+    fresh = SupernetProxy.from_data(net, data, val_images=120, batch_size=40)
+    assert proxy(arch) == fresh(arch) and proxy.evaluations == 3  # the reference, then its neighbour
+    assert proxy._start(net.member(arch)) == 3
