@@ -17,9 +17,7 @@
 """
 from __future__ import annotations
 
-import base64
 import dataclasses
-import json
 import math
 import os
 from pathlib import Path
@@ -30,10 +28,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from search.params import arch_hash
+from search.proxy_cache import Screening, append_line, jsonl_rows, screenings_path
+from search.proxy_inputs import ImageSplit, TensorStore, choose_images
 from supernet.arch import ArchConfig
 from supernet.bn_calibration import batch_statistics, recalibrate_bn
-from supernet.data import Data, balanced_subset
-from supernet.data.subsets import stratified_order
+from supernet.data import Data
 from supernet.elastic import Supernet
 from supernet.errors import UserError
 from supernet.signatures import count_macs
@@ -109,135 +108,6 @@ def per_image(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor,
 IMAGES = -1  # the level of an image batch; levels 0-3 are the inputs of stages 0-3 (supernet.forward_range)
 
 
-class TensorStore:
-    """Tensors kept between evaluations within ``budget`` bytes; a higher ``priority`` may evict lower ones."""
-
-    def __init__(self, budget: int) -> None:
-        self.budget, self.used = budget, 0
-        self.items: dict[tuple, tuple[int, torch.Tensor]] = {}
-
-    def get(self, key: tuple) -> Optional[torch.Tensor]:
-        item = self.items.get(key)
-        return None if item is None else item[1]
-
-    def put(self, key: tuple, tensor: torch.Tensor, priority: int) -> bool:
-        """Keep ``tensor`` if it fits, evicting lower-priority tensors when that makes it fit."""
-        size = tensor.numel() * tensor.element_size()
-        if key in self.items:
-            self.drop(key)
-        if self.used + size > self.budget:
-            lower = sorted((p, k) for k, (p, _) in self.items.items() if p < priority)
-            if self.used - sum(self.nbytes(k) for _, k in lower) + size > self.budget:
-                return False
-            for _, k in lower:
-                if self.used + size <= self.budget:
-                    break
-                self.drop(k)
-        self.items[key] = (priority, tensor)
-        self.used += size
-        return True
-
-    def nbytes(self, key: tuple) -> int:
-        t = self.items[key][1]
-        return t.numel() * t.element_size()
-
-    def drop(self, key: tuple) -> None:
-        self.used -= self.nbytes(key)
-        del self.items[key]
-
-    def drop_where(self, match) -> None:
-        for k in [k for k in self.items if match(k)]:
-            self.drop(k)
-
-
-class ImageSplit:
-    """The images one split contributes, in fixed batches: ``indices`` of ``split`` in ``data``."""
-
-    def __init__(self, name: str, data: Data, split: str, indices: list[int], batch_size: int, pin_memory: bool) -> None:
-        self.name, self.data, self.split, self.batch_size, self.pin_memory = name, data, split, batch_size, pin_memory
-        self.chunks = [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
-        all_labels = data.labels(split)
-        self.labels = torch.tensor([all_labels[i] for i in indices], dtype=torch.long)
-
-    def __len__(self) -> int:
-        return len(self.chunks)
-
-    def load(self, batches: list[int]) -> Iterator[torch.Tensor]:
-        """The image batches ``batches`` (in that order), decoded by the DataLoader."""
-        if not batches:
-            return iter(())
-        flat = [i for b in batches for i in self.chunks[b]]  # only the split's last batch may be short: it comes last
-        loader = self.data.eval_loader(self.split, self.batch_size, indices=flat, pin_memory=self.pin_memory)
-        return (x for x, _ in loader)
-
-
-def choose_images(data: Data, split: str, n: Optional[int], seed: int) -> list[int]:
-    """Indices of ``split`` a proxy uses - all of them (None), or a seeded class-balanced ``n`` - in a stratified
-    order: every prefix of batches is a class-balanced part of them (what a racing search screens on)."""
-    labels = data.labels(split)
-    chosen = list(range(len(labels))) if n is None or n >= len(labels) else balanced_subset(labels, n, seed)
-    return [chosen[i] for i in stratified_order([labels[j] for j in chosen], seed)]
-
-
-def screenings_path(cache_path: Path) -> Path:
-    """The sidecar file beside the score cache ``cache_path`` that keeps screenings: ``<stem>.screenings<suffix>``."""
-    return cache_path.with_name(f"{cache_path.stem}.screenings{cache_path.suffix}")
-
-
-def append_line(path: Path, row: dict) -> None:
-    """Append ``row`` as one JSON line in one short append (atomic on POSIX; a killed writer leaves at most a torn
-    last line, which readers skip)."""
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(row) + "\n")
-
-
-def jsonl_rows(path: Optional[Path], key: str) -> Iterator[dict]:
-    """The rows of the JSONL file ``path`` whose ``key`` is ``key`` (none when there is no such file)."""
-    if path is None or not path.is_file():
-        return
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a torn line from a killed writer
-        if isinstance(row, dict) and row.get("key") == key:
-            yield row
-
-
-@dataclasses.dataclass(frozen=True)
-class Screening:
-    """A candidate's per-image losses and correctness (0/100) on the first batches of the scored split: a
-    class-balanced part, for racing candidates against each other on the same images. Never a cached score.
-    ``bn`` holds the recalibrated BN statistics, so a whole-split evaluation of the candidate continues from
-    the screened batches instead of starting over (with exactly the scores it would have had)."""
-
-    losses: torch.Tensor
-    correct: torch.Tensor
-    batches: int = 0
-    bn: Optional[dict[str, torch.Tensor]] = None
-
-    def to_row(self, key: str, h: str) -> dict:
-        """The sidecar line of this screening of architecture ``h``: the losses as float32 bytes, correctness as
-        bits (base64), so a loaded screening equals the computed one value for value; BN statistics are not kept."""
-        losses = self.losses.to(torch.float32).contiguous().numpy().astype("<f4").tobytes()
-        correct = (self.correct > 0).to(torch.uint8).numpy().tobytes()
-        return {"key": key, "arch_hash": h, "batches": self.batches, "images": len(self.losses),
-                "losses": base64.b64encode(losses).decode(), "correct": base64.b64encode(correct).decode()}
-
-    @classmethod
-    def from_row(cls, row: dict, images: int) -> Optional["Screening"]:
-        """The screening a sidecar line holds, or None when it is torn, of another format or not ``images`` long."""
-        try:
-            losses = torch.frombuffer(bytearray(base64.b64decode(row["losses"], validate=True)), dtype=torch.float32)
-            correct = torch.frombuffer(bytearray(base64.b64decode(row["correct"], validate=True)), dtype=torch.uint8)
-            batches, stored = int(row["batches"]), int(row["images"])
-        except (KeyError, TypeError, ValueError):
-            return None
-        if not stored == images == len(losses) == len(correct):
-            return None
-        return cls(losses.clone(), correct.double() * 100.0, batches)
-
-
 class SupernetProxy:
     """Supernet-member score with BN recalibration, caching and incremental evaluation, streamed."""
 
@@ -292,11 +162,9 @@ class SupernetProxy:
         if self.cache_path is None:
             return
         for row in jsonl_rows(screenings_path(self.cache_path), self.cache_key):
-            k = row.get("batches")
-            if isinstance(k, int) and 0 < k <= len(self.val):
-                s = Screening.from_row(row, sum(len(c) for c in self.val.chunks[:k]))
-                if s is not None:
-                    self._screened[(str(row["arch_hash"]), k)] = s
+            s = Screening.from_row(row)
+            if s is not None and 0 < s.batches <= len(self.val) and len(s.losses) == self.screened_images(s.batches):
+                self._screened[(str(row["arch_hash"]), s.batches)] = s
 
     def _store(self, h: str, res: dict[str, float]) -> None:
         self.cache[h] = res
@@ -428,6 +296,10 @@ class SupernetProxy:
     def screen_batches(self, fraction: float) -> int:
         """How many of the split's first batches hold ``fraction`` of its images (at least one)."""
         return max(1, min(len(self.val), round(fraction * len(self.val))))
+
+    def screened_images(self, batches: int) -> int:
+        """How many images the split's first ``batches`` batches hold."""
+        return sum(len(c) for c in self.val.chunks[:batches])
 
     def screen(self, arch: ArchConfig, fraction: float) -> Screening:
         """Per-image scores of ``arch`` on the first batches holding ``fraction`` of the split (a class-balanced
