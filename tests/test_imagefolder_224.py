@@ -33,11 +33,18 @@ def test_imagefolder_224_end_to_end(tmp_path):
 
     lut, space = LatencyLUT.load(tmp_path / "lut.parquet"), SearchSpace.load("tiny")
     low, high = (lut.predict(lut.in_context(a)) for a in (space.smallest(), space.largest()))
-    out = run("eformer-search", "supernet=sn", "lut_file=lut.parquet", "budget=none", f"budget.latency_ms={(low + high) / 2:.3f}",
-              "mes.units.latency_ms=1", "proxy.cache=cache.jsonl", "proxy.batch_size=16", "progress=false",
-              "run_dir=search", cwd=tmp_path)
+    search = ["eformer-search", "supernet=sn", "lut_file=lut.parquet", "budget=none", f"budget.latency_ms={(low + high) / 2:.3f}",
+              "mes.units.latency_ms=1", "proxy.cache=cache.jsonl", "proxy.batch_size=5", "search.race=true",
+              "search.screen_fraction=0.34", "progress=false", "run_dir=search"]
+    out = run(*search, cwd=tmp_path)
     assert "eformer-search: best (trial" in out
     record = json.loads((tmp_path / "search" / "search.json").read_text())
+    # racing at 224 px: screened on the first of 3 batches, the screenings kept beside the score cache
+    assert record["screenings"] > 0
+    assert len((tmp_path / "cache.screenings.jsonl").read_text().splitlines()) == record["screenings"]
+    run(*search[:-1], "run_dir=again", cwd=tmp_path)  # a new study on the same caches: same path, nothing computed
+    again = json.loads((tmp_path / "again" / "search.json").read_text())
+    assert again["path"] == record["path"] and again["evaluations"] == again["screenings"] == 0
     # the search scored the 15 held-out training images (class-balanced), never val/ or what it trained on
     assert record["proxy_data"]["split"] == "holdout" and record["proxy_data"]["images"] == 15
     assert record["context"]["image_size"] == 224 and record["context"]["num_classes"] == 3
