@@ -112,6 +112,7 @@ class SupernetProxy:
     """Supernet-member score with BN recalibration, caching and incremental evaluation, streamed."""
 
     name = "supernet"
+    chain_references = True  # a reference sharing stages with the last one reuses them (False: from the images)
 
     def __init__(self, supernet: Supernet, calib: ImageSplit, val: ImageSplit, device: torch.device | str = "cpu",
                  memory_bytes: int = 512 << 20, precision: Optional[Precision] = None,
@@ -235,7 +236,7 @@ class SupernetProxy:
     def _run(self, arch: ArchConfig, start: int, keep: bool, batches: Optional[int] = None,
              resume: Optional[Screening] = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Recalibrate the BNs from stage ``start`` on over the calibration batches, then run the split's batches
-        (the first ``batches`` of them, else all); with ``keep`` (``start == 0``), keep the stage inputs of both
+        (the first ``batches`` of them, else all); with ``keep``, keep the stage inputs (levels ``start..3``) of both
         passes for a reference. ``resume``: a screening of ``arch`` to continue (its BN statistics, its batches'
         scores) instead. Returns the per-image correctness (0/100) and losses."""
         net = self.net
@@ -345,10 +346,15 @@ class SupernetProxy:
             self._make_reference(arch, arch_hash(arch))
 
     def _make_reference(self, arch: ArchConfig, h: str) -> dict[str, float]:
-        self.store.drop_where(lambda k: k[2] != IMAGES)
+        """Score ``arch`` and keep its stage inputs. Where it shares its first ``s`` stages with the current
+        reference (a slimming step's winner does), the reference's stage inputs up to level ``s`` and statistics of
+        those stages are its own: only stages ``s..4`` run again, as in an incremental evaluation."""
+        start = self._start(arch) if self.chain_references else 0
+        shared = start if start else IMAGES  # the deepest level both references' stage inputs agree on
+        self.store.drop_where(lambda k: k[2] > shared)
         self._ref = None
         self._forget_screened_bn()
-        res = score_values(*self._run(arch, 0, keep=True))
+        res = score_values(*self._run(arch, start, keep=True))
         self.evaluations += 1
         self._ref = arch
         self._ref_stats = self._bn_state()

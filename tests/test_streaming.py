@@ -200,3 +200,38 @@ def test_a_cached_reference_is_computed_only_when_a_neighbour_is():
     fresh = SupernetProxy.from_data(net, data, val_images=120, batch_size=40)
     assert proxy(arch) == fresh(arch) and proxy.evaluations == 3  # the reference, then its neighbour
     assert proxy._start(net.member(arch)) == 3
+
+
+@pytest.mark.parametrize("memory_mb", [512, 40 * 3 * 32 * 32 * 4 / 2**20])
+def test_a_reference_sharing_the_first_stages_is_made_incrementally_and_exactly(memory_mb):
+    """A new reference that shares its first stages with the current one (a slimming step's winner) runs only the
+    stages it changes - the shared stage inputs are kept - and its neighbours score value for value as from a
+    reference made from scratch, whatever the memory budget keeps."""
+    data = build_data({"name": "digits", "calib_size": 90})
+    net = _net()
+    kw = dict(val_images=200, batch_size=40, calib_images=80, memory_mb=memory_mb)
+    chain, scratch = SupernetProxy.from_data(net, data, **kw), SupernetProxy.from_data(net, data, **kw)
+    rng = random.Random(8)
+    ref = net.space.sample(rng, **CTX)
+    chain.reference(ref)
+    first_stage_runs = []
+    hook = net.stages[0].register_forward_hook(lambda *_: first_stage_runs.append(1))
+    checked = 0
+    for k in (2, 1, 3):
+        new = ref.replace(stages=ref.stages[:k] + net.space.sample(rng, **CTX).stages[k:])
+        if not net.space.contains(new) or chain._start(net.member(new)) != k:
+            continue
+        alone = SupernetProxy.from_data(net, data, **kw)(new)
+        runs = len(first_stage_runs)
+        assert chain.reference(new) == alone
+        if memory_mb == 512:
+            assert len(first_stage_runs) == runs  # the shared stage inputs were kept: stage 0 did not run again
+        scratch.reference(new)
+        for j in (k, 3):
+            arch = new.replace(stages=new.stages[:j] + net.space.sample(rng, **CTX).stages[j:])
+            if net.space.contains(arch):
+                assert chain(arch) == scratch(arch), arch.summary()
+                checked += 1
+        ref = new
+    hook.remove()
+    assert checked >= 3
