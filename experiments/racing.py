@@ -21,6 +21,7 @@ QUICK = ["search.expansion_scope=stage", "search.moves_per_step=6"]
 
 
 def run(work: Path, budget: str, race: bool, out: Path) -> dict:
+    """One slimming run with the pipeline's settings and an empty proxy cache: its time, counts, path and best."""
     from conf import compose
     from search.app import run_search
 
