@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
@@ -113,7 +113,15 @@ class LutSchema:
 
 
 @dataclasses.dataclass
-class OrtDeviceSchema:
+class DeviceSchema:
+    """What every device backend's config has; each backend's schema extends it (latency_lut/backends.py)."""
+    name: str = MISSING
+    backend: str = MISSING
+    threads: int = setting(2, ge=1)
+
+
+@dataclasses.dataclass
+class OrtDeviceSchema(DeviceSchema):
     name: str = "ort-cpu"
     backend: str = setting("ort", choices=("ort",))
     providers: List[str] = setting(["CPUExecutionProvider"])
@@ -125,7 +133,7 @@ class OrtDeviceSchema:
 
 
 @dataclasses.dataclass
-class TorchDeviceSchema:
+class TorchDeviceSchema(DeviceSchema):
     name: str = "torch-cpu"
     backend: str = setting("torch", choices=("torch",))
     threads: int = setting(2, ge=1)
@@ -133,7 +141,7 @@ class TorchDeviceSchema:
 
 
 @dataclasses.dataclass
-class CommandDeviceSchema:
+class CommandDeviceSchema(DeviceSchema):
     name: str = "subprocess-ort"
     backend: str = setting("command", choices=("command",))
     command: Optional[str] = None        # the template inline (Hydra quoting: "device.command='... {onnx} ...'")
@@ -251,6 +259,14 @@ class SlimmingSearchSchema(SearchSchema):
 
 
 @dataclasses.dataclass
+class MesSchema:
+    """Mobile Efficiency Score: score * prod (M / U) ** -alpha; a unit is a number or a preset name (s0, ...)."""
+    units: Dict[str, Any] = setting({"latency_ms": "s0", "params_m": 3.5})
+    exponents: Dict[str, float] = setting({"latency_ms": 0.5, "params_m": 0.5})
+    score: float = setting(100.0, gt=0.0)
+
+
+@dataclasses.dataclass
 class StorageSchema:
     kind: str = setting(MISSING, choices=("sqlite", "journal", "url", "memory"))
     file: Optional[str] = None
@@ -274,7 +290,7 @@ class ProxySchema:
 # ---------------------------------------------------------------------------------------------- apps
 @dataclasses.dataclass
 class TrainApp:
-    space: Any = MISSING
+    space: Any = MISSING   # open by design: checked by SearchSpace.from_dict, which names the dimension at fault
     data: DataSchema = MISSING
     train: TrainSchema = MISSING
     finetune: FinetuneSchema = dataclasses.field(default_factory=FinetuneSchema)
@@ -284,8 +300,8 @@ class TrainApp:
 
 @dataclasses.dataclass
 class LutApp:
-    space: Any = MISSING
-    device: Any = MISSING
+    space: Any = MISSING   # open by design: checked by SearchSpace.from_dict, which names the dimension at fault
+    device: DeviceSchema = MISSING
     lut: LutSchema = MISSING
     command: str = setting("build", choices=("build", "validate", "show", "predict", "check"))
     image_size: int = setting(224, ge=32, le=2048, multiple_of=32)
@@ -298,14 +314,14 @@ class LutApp:
 
 @dataclasses.dataclass
 class SearchApp:
-    search: Any = MISSING
+    search: SearchSchema = MISSING
     storage: StorageSchema = MISSING
     budget: BudgetSchema = MISSING
     supernet: str = MISSING
     lut_file: str = MISSING
     proxy: ProxySchema = dataclasses.field(default_factory=ProxySchema)
     compute_device: str = "auto"
-    mes: Any = None
+    mes: MesSchema = dataclasses.field(default_factory=MesSchema)
     seed: int = 0
     worker: int = setting(0, ge=0)
     threads: Optional[int] = setting(None, ge=1)

@@ -49,12 +49,21 @@ def file_digest(path: Path) -> str:
         return hashlib.file_digest(fh, "sha256").hexdigest()[:16]
 
 
+def mes_settings(node: DictConfig) -> dict[str, Any]:
+    """The ``mes`` group as a plain dict, in the form the untyped YAML gave it (``score: 100``, not ``100.0``),
+    so the study names and settings digests of studies made before the group was typed stay the same."""
+    mes = OmegaConf.to_container(node, resolve=True)
+    if float(mes["score"]).is_integer():
+        mes["score"] = int(mes["score"])
+    return mes
+
+
 def _settings(cfg: DictConfig, budget: Budget, space_hash: str, supernet_digest: str, lut: LatencyLUT) -> dict[str, Any]:
     """What must not change between a study and its continuation."""
     s = OmegaConf.to_container(cfg.search, resolve=True)
     s.pop("n_trials", None)
     return {"search": s, "budget": [budget.latency_ms, budget.params], "space": space_hash, "supernet": supernet_digest,
-            "lut": [lut.meta.get("created"), lut.meta.get("calibration")], "mes": OmegaConf.to_container(cfg.mes, resolve=True),
+            "lut": [lut.meta.get("created"), lut.meta.get("calibration")], "mes": mes_settings(cfg.mes),
             "proxy": [cfg.proxy.kind, cfg.proxy.calib_images, cfg.proxy.val_images]}
 
 
@@ -119,7 +128,7 @@ def run_search(cfg: DictConfig) -> dict[str, Any]:
         raise UserError(f"{cfg.lut_file}: incomplete LUT, e.g. no entry for {missing[0]} (finish it with eformer-lut build)")
     digest = file_digest(supernet.source_path)
     proxy = build_proxy(typed(cfg.proxy, ProxySchema), supernet, digest, str(cfg.compute_device))
-    evaluator = CandidateEvaluator(proxy, lut, resolve_mes(OmegaConf.to_container(cfg.mes, resolve=True), lut))
+    evaluator = CandidateEvaluator(proxy, lut, resolve_mes(mes_settings(cfg.mes), lut))
     make_dir(run_dir, "run_dir")
     settings = _settings(cfg, budget, space.hash, digest, lut)
     study_name = str(cfg.study_name) if cfg.study_name else default_study_name(name, budget, settings)

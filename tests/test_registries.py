@@ -111,3 +111,26 @@ def test_a_strategy_is_a_documented_abc_with_typed_settings():
     assert all(isinstance(s, Strategy) for s in STRATEGIES.values())
     walks_a_path = [n for n, s in STRATEGIES.items() if type(s).path_trials is not Strategy.path_trials]
     assert walks_a_path == ["slimming"]  # export plots its path: no strategy name is special-cased elsewhere
+
+
+def test_config_groups_are_typed_by_their_base_schemas_and_study_digests_keep_their_form():
+    import json
+
+    from omegaconf import OmegaConf
+
+    from conf import compose
+    from conf.schemas import DeviceSchema, MesSchema, SearchSchema
+    from search.app import mes_settings
+
+    for option in group_options("search"):
+        node = compose("eformer_search", [f"search={option}"]).search
+        assert issubclass(OmegaConf.get_type(node), SearchSchema), option
+    for option in group_options("device"):
+        node = compose("eformer_lut", [f"device={option}"]).device
+        assert issubclass(OmegaConf.get_type(node), DeviceSchema) and node.backend == option, option
+    cfg = compose("eformer_search")
+    assert OmegaConf.get_type(cfg.mes) is MesSchema
+    untyped = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "eformer_search.yaml").mes)
+    # what the untyped group gave: the settings digest, and so every default study name, stays the same
+    assert json.dumps(mes_settings(cfg.mes), sort_keys=True) == json.dumps(untyped, sort_keys=True)
+    assert mes_settings(compose("eformer_search", ["mes.score=50.5"]).mes)["score"] == 50.5

@@ -243,7 +243,7 @@ def test_stale_watch_forgives_a_stall_that_froze_everyone():
         clock[0] += 1.0
 
 
-@pytest.mark.parametrize("extra, message", [
+BAD_OVERRIDES = [
     (["search.name=anneal"], "search.name: 'anneal' is not one of mes, nsga2, random, slimming, tpe"),
     (["budget=none", "budget.latency_ms=0.0001"], "is below the smallest member's"),
     (["budget=none", "budget.params_m=0.001"], "parameters is below the smallest member's"),
@@ -257,14 +257,28 @@ def test_stale_watch_forgives_a_stall_that_froze_everyone():
     (["supernet=/nonexistent"], "supernet file not found"),
     (["storage.kind=redis"], "storage.kind: 'redis' is not one of sqlite, journal, url, memory"),
     (["search.actions=[drop,prune]"], "give a non-empty subset of drop, width, expansion, heads ('prune' is not one)"),
-])
+]
+
+
+@pytest.fixture(scope="module")
+def bad_override_runs(assets, tmp_path_factory):
+    """Every bad-override case run at once (each process mostly imports, on one core): case -> (rc, stderr, dir)."""
+    root = tmp_path_factory.mktemp("bad-overrides")
+    procs = [(root / f"bad{i}", cli(assets, root / f"bad{i}", *extra)) for i, (extra, _) in enumerate(BAD_OVERRIDES)]
+    runs = {}
+    for i, (run_dir, p) in enumerate(procs):
+        _, err = p.communicate(timeout=300)
+        runs[i] = (p.returncode, err, run_dir)
+    return runs
+
+
+@pytest.mark.parametrize("case", range(len(BAD_OVERRIDES)), ids=[" ".join(e) for e, _ in BAD_OVERRIDES])
 @pytest.mark.slow
-def test_bad_overrides_are_one_line_errors(assets, tmp_path, extra, message):
-    p = cli(assets, tmp_path / "bad", *extra)
-    out, err = p.communicate(timeout=120)
-    assert p.returncode == 2, err
-    assert message in err and "Traceback" not in err
-    assert not (tmp_path / "bad").exists()  # nothing written
+def test_bad_overrides_are_one_line_errors(bad_override_runs, case):
+    rc, err, run_dir = bad_override_runs[case]
+    assert rc == 2, err
+    assert BAD_OVERRIDES[case][1] in err and "Traceback" not in err
+    assert not run_dir.exists()  # nothing written
 
 
 @pytest.mark.slow
