@@ -31,16 +31,25 @@ class PooledBatchStats:
     here: the input's statistics are accumulated, and it is normalized with its own batch statistics.
     """
 
+    two_pass = True  # a batch's moments in two vectorized passes (False: torch.var_mean, 5-7x slower on the CPU)
+
     def __init__(self) -> None:
         self.n = 0
         self.mean: Optional[torch.Tensor] = None   # float64
         self.m2: Optional[torch.Tensor] = None     # sum of squared deviations, float64
 
     def add(self, x: torch.Tensor) -> None:
+        """Accumulate the moments of ``x`` (channels on dim 1): the batch mean, then the sum of squared deviations
+        from it (the two-pass formula: no cancellation, float32 rounding like ``var_mean``'s Welford updates)."""
         dims = [0] + list(range(2, x.dim()))
         nb = x.numel() // x.shape[1]
-        var_b, mean_b = torch.var_mean(x.float(), dim=dims, correction=0)
-        mean_b, m2_b = mean_b.double(), var_b.double() * nb
+        x = x.float()
+        if self.two_pass:
+            mean = x.mean(dims, keepdim=True)
+            mean_b, m2_b = mean.flatten().double(), (x - mean).square_().sum(dims).double()
+        else:
+            var_b, mean_b = torch.var_mean(x, dim=dims, correction=0)
+            mean_b, m2_b = mean_b.double(), var_b.double() * nb
         if self.mean is None:
             self.n, self.mean, self.m2 = nb, mean_b, m2_b
             return

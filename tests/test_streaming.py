@@ -11,7 +11,7 @@ import torch
 from helpers import randomize_stats
 from search.params import arch_hash
 from search.proxy import SupernetProxy, score_logits
-from supernet.bn_calibration import recalibrate_bn
+from supernet.bn_calibration import PooledBatchStats, recalibrate_bn
 from supernet.compute import resolve_device
 from supernet.data import balanced_subset, build_data
 from supernet.elastic import Supernet
@@ -32,6 +32,26 @@ def test_pooled_statistics_are_those_of_all_images():
     averaged = torch.stack([b.transpose(0, 1).reshape(3, -1).var(1) for b in batches]).mean(0)
     assert not torch.allclose(bn.running_var, averaged, rtol=0.1)  # what averaging per-batch variances gives
     assert bn.training  # its mode is restored
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_batch_moments_are_two_pass_exact_far_from_zero(layout):
+    """A BN input whose mean dwarfs its spread (where E[x^2] - E[x]^2 in float32 loses every digit): the
+    two-pass moments are those of float64 to float32 rounding, as var_mean's were, in either layout."""
+    g = torch.Generator().manual_seed(1)
+    x = (torch.randn(64, 5, 6, 6, generator=g) * torch.tensor([0.01, 1.0, 3.0, 0.1, 1e-3]).view(1, 5, 1, 1)
+         + torch.tensor([1e3, 0.0, -50.0, 7.0, 1e2]).view(1, 5, 1, 1)).contiguous(memory_format=layout)
+    xd = x.double().transpose(0, 1).reshape(5, -1)
+    for two_pass in (True, False):
+        PooledBatchStats.two_pass = two_pass
+        try:
+            stats = PooledBatchStats()
+            stats.add(x[:40])
+            stats.add(x[40:])
+        finally:
+            PooledBatchStats.two_pass = True
+        torch.testing.assert_close(stats.mean, xd.mean(1), rtol=1e-6, atol=0)
+        torch.testing.assert_close(stats.unbiased_var(), xd.var(1), rtol=1e-3, atol=0)
 
 
 def test_balanced_subset_takes_every_class_in_a_seeded_mixed_order():
@@ -84,7 +104,11 @@ def test_embedded_default_scores_as_one_pass_over_whole_splits():
     data = build_data({"name": "fashion", "calib_size": 500})
     net = _net("efficientformerv2")
     proxy = SupernetProxy.from_data(net, data)
-    calib = torch.cat([x for x, _ in data.eval_loader("calib", 500)]).contiguous(memory_format=torch.channels_last)
+    # the calibration images in the proxy's (stratified) order: a BN's float sums depend on it in the last bits,
+    # which can flip a near-tied image of these random-weight networks
+    order = [i for chunk in proxy.calib.chunks for i in chunk]
+    assert sorted(order) == list(range(500))
+    calib = torch.cat([x for x, _ in data.eval_loader("calib", 500, indices=order)]).contiguous(memory_format=torch.channels_last)
     val = list(data.eval_loader("val", 2500))
     vx, vy = val[0][0].contiguous(memory_format=torch.channels_last), val[0][1]
     rng = random.Random(0)
