@@ -22,7 +22,7 @@ class Case:
     name: str
     argv: list[str]
     setup: Callable[[Path, Path], None] = lambda cwd, assets: None
-    hydra_message: bool = False  # Hydra's composition error (a few lines) is the expected answer
+    hydra_message: bool = False  # Hydra refuses it: one line (composition), or argparse's usage block (its flags)
     inputs: list[str] = field(default_factory=list)  # files (relative to cwd) that must not change
     keeps_work: bool = False  # a real run that failed late: the work it did stays (resumable), said in the message
     unprivileged: bool = False  # run as the user nobody (root reads every file): for unreadable-file cases

@@ -56,7 +56,7 @@ def run_case(case: Case, assets: Path, work: Path, timeout: float) -> dict:
     traceback = "Traceback (most recent call last)" in err
     # argparse's own form (Hydra's flag parser): a usage block, then one ``prog: error: ...`` line
     usage = bool(lines) and lines[0].startswith("usage:") and ": error: " in lines[-1] and len(lines) <= 12
-    short = len(lines) == 1 or (case.hydra_message and (len(lines) <= 8 or usage))
+    short = len(lines) == 1 or (case.hydra_message and usage)  # Hydra's composition errors are one line too
     clean = rc not in (0, None) and not traceback and not executed and (not written or case.keeps_work) and not changed and short and not hang
     shutil.rmtree(cwd, ignore_errors=True)
     return {"class": case.cls, "case": case.name, "argv": " ".join(case.argv), "rc": rc, "traceback": traceback, "executed": executed,
@@ -91,7 +91,7 @@ def main() -> None:
     lines = ["# Fault and hostile-input corpus", "",
              f"`python -m experiments.hostile_corpus` - {len(rows)} cases against eformer-train, eformer-lut, eformer-search and "
              "eformer-export. Clean = non-zero exit, no traceback, no code executed, nothing written in the working directory, "
-             "inputs unchanged, no hang (120 s), and a one-line message (Hydra's own short message for wrong types at composition; "
+             "inputs unchanged, no hang (120 s), and a one-line message (what Hydra refuses while composing too, led by the key; "
              "argparse's usage block plus one error line for Hydra's flags). The one case that writes is the slimming run that "
              "fails late: its study stays, resumable, as its message says.",
              "", machine_header(), "",

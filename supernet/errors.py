@@ -5,6 +5,7 @@ checks raise it too); this module gives it to the packages and adds the CLI wrap
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from typing import Callable, TypeVar
 
@@ -15,12 +16,18 @@ __all__ = ["UserError", "report_user_errors"]
 T = TypeVar("T")
 
 
+FULL_ERROR = "HYDRA_FULL_ERROR"  # Hydra re-raises composition errors where it is set, instead of printing them
+_raised_by_us = False  # run_hydra_app set it (not the user): the task itself runs without it
+
+
 def report_user_errors(prog: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
     """Decorator for CLI entry points: ``UserError`` -> ``prog: error: message`` on stderr, exit 2."""
 
     def wrap(fn: Callable[..., T]) -> Callable[..., T]:
         @functools.wraps(fn)
         def run(*args, **kwargs):
+            if _raised_by_us:  # composed: the task and the processes it starts report as Hydra does
+                os.environ.pop(FULL_ERROR, None)
             try:
                 return fn(*args, **kwargs)
             except UserError as exc:
@@ -29,6 +36,9 @@ def report_user_errors(prog: str) -> Callable[[Callable[..., T]], Callable[..., 
             except KeyboardInterrupt:
                 print(f"{prog}: interrupted", file=sys.stderr)
                 sys.exit(130)
+            finally:
+                if _raised_by_us:  # the next job of a multirun composes under it again
+                    os.environ[FULL_ERROR] = "1"
 
         return run
 
@@ -57,8 +67,59 @@ def run_hydra_app(prog: str, hydra_main: Callable[[], object]) -> None:
             except OSError as exc:
                 print(f"{prog}: error: {key}: cannot create {value} ({exc.strerror})", file=sys.stderr)
                 sys.exit(2)
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    global _raised_by_us
+    _raised_by_us = FULL_ERROR not in os.environ  # a user who set it gets Hydra's full report
+    if _raised_by_us:
+        os.environ[FULL_ERROR] = "1"
     try:
         hydra_main()
+    except (HydraException, OmegaConfBaseException) as exc:  # what Hydra refused while composing
+        if not _raised_by_us:
+            raise
+        print(f"{prog}: error: {composition_error(exc)}", file=sys.stderr)
+        sys.exit(2)
     except ValueError as exc:
         print(f"{prog}: error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
         sys.exit(2)
+    finally:
+        if _raised_by_us:
+            os.environ.pop(FULL_ERROR, None)
+            _raised_by_us = False
+
+
+def _message_lines(text: str) -> list[str]:
+    """The lines of a Hydra / OmegaConf message worth one line: a list of options after its ``...:`` line joined
+    comma-separated (our schemas' ``base_*`` entries left out), without OmegaConf's key and type lines, Hydra's
+    config search path and its documentation links."""
+    parts: list[str] = []
+    listing = False
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line.startswith("Config search path"):
+            break
+        if not line or line.startswith(("full_key:", "object_type=", "reference_type=", "See https://hydra.cc")):
+            continue
+        if listing and raw.startswith(("\t", "  ")):
+            if not line.startswith("base_"):
+                parts[-1] += (" " if parts[-1].endswith(":") else ", ") + line
+            continue
+        listing = line.endswith(":")
+        parts.append(line)
+    return parts
+
+
+def composition_error(exc: BaseException) -> str:
+    """Hydra's composition error on one line, led by the key (or override) at fault: the OmegaConf error behind
+    it first, then Hydra's own words in parentheses."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    cause = exc.__cause__ if isinstance(exc.__cause__, OmegaConfBaseException) else None
+    omega = cause if cause is not None else (exc if isinstance(exc, OmegaConfBaseException) else None)
+    where = getattr(omega, "full_key", None) or getattr(exc, "override", None)
+    main = _message_lines(str(omega if omega is not None else exc))
+    context = _message_lines(str(exc)) if cause is not None else []
+    message = "; ".join(main) + (f" ({'; '.join(context)})" if context else "")
+    return f"{where}: {message}" if where else message

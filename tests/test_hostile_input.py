@@ -288,3 +288,28 @@ def test_lock_files_go_with_the_run_that_made_them(tmp_path):
         with file_lock(lock):
             raise RuntimeError("a failed run")
     assert not lock.exists()
+
+
+COMPOSITION_ERRORS = [  # what Hydra refuses while composing: one line naming the key, exit 2
+    (["eformer-search", "threads=abc"], "eformer-search: error: threads: Value 'abc' of type 'str' could not be converted to Integer"),
+    (["eformer-search", "search.n_trials=5"], "eformer-search: error: search.n_trials: Key 'n_trials' not in 'SlimmingSearchSchema'"),
+    (["eformer-search", "search=anneal"], "Could not find 'search/anneal'; Available options in 'search': mes, nsga2, random, slimming"),
+    (["eformer-train", "threads=[1"], "eformer-train: error: threads=[1: no viable alternative at input '[1'"),
+    (["eformer-lut", "build", "device.threads=abc"], "eformer-lut: error: device.threads: Value 'abc'"),
+    (["eformer-pipeline", "budgets=[s0]", "lut_overrides=abc"], "eformer-pipeline: error: lut_overrides: Invalid value assigned"),
+]
+
+
+@pytest.mark.slow
+def test_composition_errors_are_one_line_and_a_user_may_ask_for_hydras_full_report(tmp_path):
+    procs = [subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for argv, _ in COMPOSITION_ERRORS]
+    env = {**os.environ, "HYDRA_FULL_ERROR": "1"}
+    full = subprocess.Popen(["eformer-search", "threads=abc"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    for p, (argv, message) in zip(procs, COMPOSITION_ERRORS):
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 2 and err.count("\n") == 1 and message in err, (argv, err)
+    _, err = full.communicate(timeout=120)
+    assert full.returncode == 1 and "Traceback" in err and "ConfigCompositionException" in err
+    assert not list(tmp_path.iterdir())  # nothing written
