@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from conf import compose
 from conf.schemas import CONF_DIR, LutApp, PipelineApp, SearchApp, TrainApp, check_config, register_schemas
@@ -29,8 +31,8 @@ from search.export_arch import export_arch
 from search.report import format_rows, proxy_noise_lines, released_vs_derived
 from search.results import RUN_FILE, read_run
 from supernet.compute import resolve_device
-from supernet.errors import UserError, report_user_errors, run_hydra_app
-from supernet.io_utils import atomic_write_text
+from supernet.errors import UserError, composition_error, report_user_errors, run_hydra_app
+from supernet.io_utils import atomic_write_text, make_dir
 from supernet.train.app import run_training
 
 register_schemas()
@@ -109,9 +111,8 @@ def check_stage_overrides(cfg: DictConfig) -> None:
             check_config(compose(app, overrides), app=schema)
         except UserError as exc:
             raise UserError(f"{key}: {exc}") from None
-        except Exception as exc:  # Hydra's composition errors (unknown key, wrong type, missing group option)
-            lines = [x.strip() for x in str(exc).splitlines() if x.strip()]
-            raise UserError(f"{key}: {' '.join(lines[:2])[:300] or type(exc).__name__}") from None
+        except (HydraException, OmegaConfBaseException) as exc:  # Hydra's composition errors (unknown key, wrong type, ...)
+            raise UserError(f"{key}: {composition_error(exc)}") from None
 
 
 def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
@@ -119,7 +120,7 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
     resolve_device(cfg.compute_device)  # before any stage: a missing GPU is a one-line error
     check_stage_overrides(cfg)
     started = time.time()
-    work = Path(cfg.work_dir)
+    work = make_dir(Path(cfg.work_dir), "work_dir")
     n = 5
     clock = StageClock()
     banner(1, n, "latency LUT of this CPU (eformer-lut build + validate; "

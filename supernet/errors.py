@@ -122,4 +122,8 @@ def composition_error(exc: BaseException) -> str:
     main = _message_lines(str(omega if omega is not None else exc))
     context = _message_lines(str(exc)) if cause is not None else []
     message = "; ".join(main) + (f" ({'; '.join(context)})" if context else "")
+    override = getattr(exc, "override", None) or ""
+    if "=[" in override and "=" in override.split("=[", 1)[1]:  # a list of overrides, e.g. a pipeline stage's
+        key = override.split("=[", 1)[0]
+        message += f"; quote list items that hold '=': '{key}=[\"a.b=1\"]'"
     return f"{where}: {message}" if where else message

@@ -297,6 +297,7 @@ COMPOSITION_ERRORS = [  # what Hydra refuses while composing: one line naming th
     (["eformer-train", "threads=[1"], "eformer-train: error: threads=[1: no viable alternative at input '[1'"),
     (["eformer-lut", "build", "device.threads=abc"], "eformer-lut: error: device.threads: Value 'abc'"),
     (["eformer-pipeline", "budgets=[s0]", "lut_overrides=abc"], "eformer-pipeline: error: lut_overrides: Invalid value assigned"),
+    (["eformer-pipeline", "nsga2_overrides=[search.n_trials=5]"], "; quote list items that hold '=': 'nsga2_overrides=[\"a.b=1\"]'"),
 ]
 
 
@@ -313,3 +314,20 @@ def test_composition_errors_are_one_line_and_a_user_may_ask_for_hydras_full_repo
     _, err = full.communicate(timeout=120)
     assert full.returncode == 1 and "Traceback" in err and "ConfigCompositionException" in err
     assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_pipeline_refuses_a_stage_override_or_work_dir_in_one_line_before_any_stage(tmp_path):
+    from conf import compose
+    from search.pipeline import run_pipeline
+
+    (tmp_path / "f").write_bytes(b"x")
+    for overrides, message in [
+        (['nsga2_overrides=["search.n_trials=abc"]'], "nsga2_overrides: search.n_trials: Value 'abc' of type 'str' could not be "
+                                                      "converted to Integer (Error merging override search.n_trials=abc)"),
+        (['slimming_overrides=["search.bogus=1"]'], "slimming_overrides: search.bogus: Key 'bogus' not in 'SlimmingSearchSchema'"),
+        ([f"work_dir={tmp_path / 'f' / 'w'}"], f"work_dir: cannot create {tmp_path / 'f' / 'w'}"),
+    ]:
+        with pytest.raises(UserError) as err:
+            run_pipeline(compose("eformer_pipeline", [f"work_dir={tmp_path / 'w'}", *overrides]))
+        assert str(err.value).startswith(message) and "\n" not in str(err.value), str(err.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f"]  # no stage ran, nothing written
