@@ -17,7 +17,7 @@ T = TypeVar("T")
 
 
 FULL_ERROR = "HYDRA_FULL_ERROR"  # Hydra re-raises composition errors where it is set, instead of printing them
-_raised_by_us = False  # run_hydra_app set it (not the user): the task itself runs without it
+OURS = "EFORMER_HYDRA_FULL_ERROR"  # marks a HYDRA_FULL_ERROR the apps set (their child processes inherit both)
 
 
 def report_user_errors(prog: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
@@ -26,8 +26,6 @@ def report_user_errors(prog: str) -> Callable[[Callable[..., T]], Callable[..., 
     def wrap(fn: Callable[..., T]) -> Callable[..., T]:
         @functools.wraps(fn)
         def run(*args, **kwargs):
-            if _raised_by_us:  # composed: the task and the processes it starts report as Hydra does
-                os.environ.pop(FULL_ERROR, None)
             try:
                 return fn(*args, **kwargs)
             except UserError as exc:
@@ -36,9 +34,6 @@ def report_user_errors(prog: str) -> Callable[[Callable[..., T]], Callable[..., 
             except KeyboardInterrupt:
                 print(f"{prog}: interrupted", file=sys.stderr)
                 sys.exit(130)
-            finally:
-                if _raised_by_us:  # the next job of a multirun composes under it again
-                    os.environ[FULL_ERROR] = "1"
 
         return run
 
@@ -70,14 +65,13 @@ def run_hydra_app(prog: str, hydra_main: Callable[[], object]) -> None:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    global _raised_by_us
-    _raised_by_us = FULL_ERROR not in os.environ  # a user who set it gets Hydra's full report
-    if _raised_by_us:
-        os.environ[FULL_ERROR] = "1"
+    ours = os.environ.get(OURS) == "1" or FULL_ERROR not in os.environ  # a user who set it gets Hydra's full report
+    if ours:
+        os.environ[FULL_ERROR] = os.environ[OURS] = "1"
     try:
         hydra_main()
     except (HydraException, OmegaConfBaseException) as exc:  # what Hydra refused while composing
-        if not _raised_by_us:
+        if not ours:
             raise
         print(f"{prog}: error: {composition_error(exc)}", file=sys.stderr)
         sys.exit(2)
@@ -85,9 +79,9 @@ def run_hydra_app(prog: str, hydra_main: Callable[[], object]) -> None:
         print(f"{prog}: error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
         sys.exit(2)
     finally:
-        if _raised_by_us:
+        if ours:
             os.environ.pop(FULL_ERROR, None)
-            _raised_by_us = False
+            os.environ.pop(OURS, None)
 
 
 def _message_lines(text: str) -> list[str]:
