@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from experiments.common import machine_header, write_result
-from experiments.racing import run as slimming_run
+from experiments.racing import interleaved
 
 PRESETS = ("s0", "s1", "s2", "l")
 
@@ -112,16 +112,9 @@ def main() -> None:
     errors = stat_errors(args.work)
     print(json.dumps({str(k): v for k, v in errors.items()}), flush=True)
     torch.set_grad_enabled(True)
-    rows = []
-    for r in range(args.rounds):
-        for two_pass in (False, True):  # interleaved: machine drift hits both
-            PooledBatchStats.two_pass = two_pass
-            row = slimming_run(args.work, "s0", True, Path("runs/bn_stats") / f"{r}-{'two-pass' if two_pass else 'var_mean'}")
-            row.update(two_pass=two_pass, round=r)
-            rows.append(row)
-            print(json.dumps({k: v for k, v in row.items() if k != "path"}), flush=True)
-    PooledBatchStats.two_pass = True
-    by = {f: [x for x in rows if x["two_pass"] == f] for f in (False, True)}
+    by = interleaved(args.work, "s0", args.rounds, lambda on: setattr(PooledBatchStats, "two_pass", on), "two_pass",
+                     ("var_mean", "two-pass"), Path("runs/bn_stats"))
+    rows = by[False] + by[True]
     sec = {f: statistics.median(x["seconds"] for x in by[f]) for f in by}
     same = all(x["path"] == rows[0]["path"] for x in rows)
     loss_gap = max(abs(x["best"]["loss"] - rows[0]["best"]["loss"]) for x in rows)

@@ -14,6 +14,7 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Callable
 
 from experiments.common import machine_header, write_result
 
@@ -33,6 +34,23 @@ def run(work: Path, budget: str, race: bool, out: Path) -> dict:
     return {"race": race, "seconds": time.time() - t, "evaluations": rec["evaluations"],
             "screenings": rec.get("screenings", 0), "path": [p["summary"] for p in rec["path"]],
             "best": rec["best"]}
+
+
+def interleaved(work: Path, budget: str, rounds: int, switch: Callable[[bool], None], key: str, labels: tuple[str, str],
+                out: Path) -> dict[bool, list[dict]]:
+    """Racing slimming runs (:func:`run`) with ``switch(False)`` (the baseline) and ``switch(True)``, interleaved
+    ``rounds`` times so machine drift hits both; the switch is left on. Each row records ``key`` (on or off) and its
+    round, and is printed as it comes. Returns the rows of each setting."""
+    by: dict[bool, list[dict]] = {False: [], True: []}
+    for r in range(rounds):
+        for on in (False, True):
+            switch(on)
+            row = run(work, budget, True, out / f"{r}-{labels[on]}")
+            row.update({key: on, "round": r})
+            by[on].append(row)
+            print(json.dumps({k: v for k, v in row.items() if k != "path"}), flush=True)
+    switch(True)
+    return by
 
 
 def main() -> None:

@@ -12,12 +12,11 @@ evaluations, and whether both walk the same path to the same member with the sam
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 from pathlib import Path
 
 from experiments.common import machine_header, write_result
-from experiments.racing import run
+from experiments.racing import interleaved
 
 
 def main() -> None:
@@ -30,16 +29,9 @@ def main() -> None:
     args = ap.parse_args()
     if not (args.work / "supernet" / "supernet.pt").is_file():
         raise SystemExit(f"{args.work}: run eformer-pipeline first (its supernet and LUT are the inputs)")
-    rows = []
-    for r in range(args.rounds):
-        for chain in (False, True):  # interleaved: machine drift hits both
-            SupernetProxy.chain_references = chain
-            row = run(args.work, args.budget, True, Path("runs/reference_chain") / f"{r}-{'chain' if chain else 'scratch'}")
-            row.update(chain=chain, round=r)
-            rows.append(row)
-            print(json.dumps({k: v for k, v in row.items() if k != "path"}), flush=True)
-    SupernetProxy.chain_references = True
-    by = {c: [x for x in rows if x["chain"] == c] for c in (False, True)}
+    by = interleaved(args.work, args.budget, args.rounds, lambda on: setattr(SupernetProxy, "chain_references", on),
+                     "chain", ("scratch", "chain"), Path("runs/reference_chain"))
+    rows = by[False] + by[True]
     sec = {c: statistics.median(x["seconds"] for x in by[c]) for c in by}
     same = all(x["path"] == rows[0]["path"] and x["best"]["loss"] == rows[0]["best"]["loss"] for x in rows)
     best = rows[0]["best"]
