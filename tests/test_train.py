@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import kill_when
+from helpers import kill_when, rank_stderr, run_torchrun
 from supernet.train.precision import cpu_has_native_bf16
 
 ARGS = ["space=tiny", "data=digits", "train.epochs=2", "train.batch_size=64", "train.checkpoint_every=3",
@@ -71,12 +70,11 @@ def test_bad_data_dir_is_one_line(tmp_path):
 
 
 @pytest.mark.slow
-def test_ddp_sandwich_step_all_reduces_once_with_exact_gradients():
+def test_ddp_sandwich_step_all_reduces_once_with_exact_gradients(tmp_path):
     """no_sync for all members but the last: the gradients equal hand-averaged local sandwich steps."""
     script = Path(__file__).with_name("ddp_sandwich_parity.py")
-    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script)],
-                         capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert res.returncode == 0, res.stderr[-2000:]
+    res, _ = run_torchrun(lambda attempt: [str(script)], tmp_path / "logs")
+    assert res.returncode == 0, res.stderr[-1500:] + rank_stderr(tmp_path / "logs")
     assert "max_abs_diff 0.000e+00" in res.stdout or float(res.stdout.split("max_abs_diff ")[1].split()[0]) <= 1e-6
 
 
@@ -111,12 +109,10 @@ def test_bf16_refused_without_native_support():
 
 @pytest.mark.slow
 def test_torchrun_two_processes(tmp_path):
-    run_dir = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "supernet.train.app",
-           *ARGS, "train.epochs=1", f"run_dir={run_dir}"]
-    res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert res.returncode == 0, res.stderr[-2000:]
-    final = json.loads((run_dir / "final.json").read_text())
+    res, attempt = run_torchrun(lambda attempt: ["-m", "supernet.train.app", *ARGS, "train.epochs=1",
+                                                 f"run_dir={tmp_path}/ddp{attempt}"], tmp_path / "logs")
+    assert res.returncode == 0, res.stderr[-1500:] + rank_stderr(tmp_path / "logs")
+    final = json.loads((tmp_path / f"ddp{attempt}" / "final.json").read_text())
     assert final["world"] == 2 and final["ranks_identical"]
     assert len(set(final["parameters_sha256_per_rank"])) == 1 and len(final["parameters_sha256_per_rank"]) == 2
 
