@@ -36,7 +36,7 @@ def test_three_journal_workers_exact_count(assets, tmp_path):
 @pytest.mark.slow
 def test_killed_worker_loses_nothing_and_rerun_continues(assets, tmp_path):
     run = tmp_path / "killed"
-    args = ("search=random", "search.n_trials=60", "storage=journal", "storage.heartbeat_s=0.3", "storage.grace_s=1.5",
+    args = ("search=random", "search.n_trials=30", "storage=journal", "storage.heartbeat_s=0.3", "storage.grace_s=1.5",
             "proxy.cache=null")
     proc = cli(assets, run, *args, start_new_session=True)
     journal = run / "study.journal"
@@ -55,14 +55,14 @@ def test_killed_worker_loses_nothing_and_rerun_continues(assets, tmp_path):
         return len(before) >= 8
 
     kill_when(proc, eight_complete)
-    assert 8 <= len(before) < 60
+    assert 8 <= len(before) < 30
     rerun = cli(assets, run, *args)
     _, err = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, err[-800:]
     study = load_study(read_run(run))
     trials = study.get_trials()
     done = {t.number: t for t in trials if t.state == TrialState.COMPLETE}
-    assert len(done) == 60
+    assert len(done) == 30
     for t in before:  # completed before the kill: kept unchanged
         assert done[t.number].values == t.values and done[t.number].params == t.params
     assert not [t for t in trials if t.state == TrialState.RUNNING]
