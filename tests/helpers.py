@@ -111,11 +111,13 @@ def rank_stderr(log_dir: Path) -> str:
 def run_torchrun(args: Callable[[int], list[str]], log_dir: Path,
                  nproc: int = 2) -> tuple[subprocess.CompletedProcess, int]:
     """``torchrun --standalone --nproc_per_node=nproc *args(attempt)`` on CPUs (gloo, one thread per rank), every
-    rank's streams teed into ``log_dir/attempt<N>``. A run in which a rank died of SIGABRT is run once more, as
-    attempt 1, with the first attempt's rank stderr reported as a warning: gloo's TCP transport aborts the whole
-    process on a socket error, which struck a 2-rank test in 2 of about 10 suite runs on these VMs and never in 40
-    runs alone. Returns the last attempt's process and number; any other failure, or a second abort, is returned
-    as it is (``rank_stderr`` tells its cause)."""
+    rank's streams teed into ``log_dir/attempt<N>``. Returns the last attempt's process and its number.
+
+    A run in which a rank died of SIGABRT is run once more, as attempt 1, and the first attempt's rank stderr is
+    reported as a warning. Such an abort struck a 2-rank test in 2 of about 15 full-suite runs on these VMs (the
+    CI of 12313b7, a local run on 2026-12-04), never in 40 runs of one alone (idle, or beside two busy processes);
+    torchrun's report named no cause, so the ranks' stderr is kept now. Any other failure, or a second abort, is
+    returned as it is (``rank_stderr`` shows its cause)."""
     for attempt in (0, 1):
         logs = log_dir / f"attempt{attempt}"
         res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
