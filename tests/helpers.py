@@ -115,9 +115,9 @@ def run_torchrun(args: Callable[[int], list[str]], log_dir: Path,
 
     A run in which a rank died of SIGABRT is run once more, as attempt 1, and the first attempt's rank stderr is
     reported as a warning. Such an abort struck a 2-rank test in 2 of about 15 full-suite runs on these VMs (the
-    CI of 12313b7, a local run on 2026-12-04), never in 40 runs of one alone (idle, or beside two busy processes);
-    torchrun's report named no cause, so the ranks' stderr is kept now. Any other failure, or a second abort, is
-    returned as it is (``rank_stderr`` shows its cause)."""
+    CI of 12313b7, a local run on 2026-12-04), never in 80 runs of the training one alone (idle, beside two busy
+    loops, beside the not-slow suite); torchrun's report named no cause, so the ranks' stderr is kept now. Any
+    other failure, or a second abort, is returned as it is (``rank_stderr`` shows its cause)."""
     for attempt in (0, 1):
         logs = log_dir / f"attempt{attempt}"
         res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
