@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from experiments.common import machine_header, write_result
-from experiments.racing import interleaved
+from experiments.racing import interleaved, interleaved_table
 
 PRESETS = ("s0", "s1", "s2", "l")
 
@@ -115,7 +115,7 @@ def main() -> None:
     by = interleaved(args.work, "s0", args.rounds, lambda on: setattr(PooledBatchStats, "two_pass", on), "two_pass",
                      ("var_mean", "two-pass"), Path("runs/bn_stats"))
     rows = by[False] + by[True]
-    sec = {f: statistics.median(x["seconds"] for x in by[f]) for f in by}
+    table, sec = interleaved_table(by, ("var_mean (baseline)", "two-pass"), "statistics")
     same = all(x["path"] == rows[0]["path"] for x in rows)
     loss_gap = max(abs(x["best"]["loss"] - rows[0]["best"]["loss"]) for x in rows)
     lines = ["# Two-pass vs var_mean BN-recalibration statistics (the proxy's evaluations)", "", machine_header(), "",
@@ -129,11 +129,7 @@ def main() -> None:
               f"{errors[True]['mean']:.1e}; sum of squared deviations (relative) var_mean {errors[False]['var']:.1e}, two-pass "
               f"{errors[True]['var']:.1e}.", "",
               f"Slimming to S0 (the main job's settings, racing, empty proxy cache), {args.rounds} interleaved round(s):", "",
-              "| statistics | seconds (each run) | median | whole-split evaluations | screenings |", "|---|---|---|---|---|"]
-    for f in (False, True):
-        each = ", ".join(f"{x['seconds']:.0f}" for x in by[f])
-        lines.append(f"| {'two-pass' if f else 'var_mean (baseline)'} | {each} | {sec[f]:.0f} | "
-                     f"{by[f][0]['evaluations']} | {by[f][0]['screenings']} |")
+              *table]
     best = rows[0]["best"]
     lines += ["", f"- Two-pass / var_mean: **{sec[True] / sec[False]:.2f}x** the slimming wall time.",
               f"- {'Both walked the same path, member for member, to' if same else 'The paths DIFFER; the first reached'} "

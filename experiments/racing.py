@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 from pathlib import Path
 from typing import Callable
@@ -51,6 +52,17 @@ def interleaved(work: Path, budget: str, rounds: int, switch: Callable[[bool], N
             print(json.dumps({k: v for k, v in row.items() if k != "path"}), flush=True)
     switch(True)
     return by
+
+
+def interleaved_table(by: dict[bool, list[dict]], names: tuple[str, str], column: str) -> tuple[list[str], dict[bool, float]]:
+    """The Markdown rows of :func:`interleaved`'s runs (``names``: the baseline's, then the switched setting's; ``column``:
+    the first column's header) and each setting's median seconds."""
+    sec = {on: statistics.median(x["seconds"] for x in by[on]) for on in by}
+    lines = [f"| {column} | seconds (each run) | median | whole-split evaluations | screenings |", "|---|---|---|---|---|"]
+    for on in (False, True):
+        each = ", ".join(f"{x['seconds']:.0f}" for x in by[on])
+        lines.append(f"| {names[on]} | {each} | {sec[on]:.0f} | {by[on][0]['evaluations']} | {by[on][0]['screenings']} |")
+    return lines, sec
 
 
 def main() -> None:

@@ -12,11 +12,10 @@ evaluations, and whether both walk the same path to the same member with the sam
 from __future__ import annotations
 
 import argparse
-import statistics
 from pathlib import Path
 
 from experiments.common import machine_header, write_result
-from experiments.racing import interleaved
+from experiments.racing import interleaved, interleaved_table
 
 
 def main() -> None:
@@ -32,17 +31,13 @@ def main() -> None:
     by = interleaved(args.work, args.budget, args.rounds, lambda on: setattr(SupernetProxy, "chain_references", on),
                      "chain", ("scratch", "chain"), Path("runs/reference_chain"))
     rows = by[False] + by[True]
-    sec = {c: statistics.median(x["seconds"] for x in by[c]) for c in by}
+    table, sec = interleaved_table(by, ("from scratch (baseline)", "chained"), "references")
     same = all(x["path"] == rows[0]["path"] and x["best"]["loss"] == rows[0]["best"]["loss"] for x in rows)
     best = rows[0]["best"]
     lines = [f"# Chained vs from-scratch slimming references ({args.budget.upper()}, the main job's settings)", "",
              machine_header(), "",
              f"{args.rounds} interleaved rounds on the same supernet and LUT, each run with an empty proxy cache.", "",
-             "| references | seconds (each run) | median | whole-split evaluations | screenings |", "|---|---|---|---|---|"]
-    for c in (False, True):
-        each = ", ".join(f"{x['seconds']:.0f}" for x in by[c])
-        lines.append(f"| {'chained' if c else 'from scratch (baseline)'} | {each} | "
-                     f"{sec[c]:.0f} | {by[c][0]['evaluations']} | {by[c][0]['screenings']} |")
+             *table]
     lines += ["", f"- Chained / from scratch: **{sec[True] / sec[False]:.2f}x** the wall time "
               f"({sec[False] / sec[True]:.2f}x faster).",
               f"- {'Every run walked the same path to' if same else 'The runs DIFFER; the first reached'} "
