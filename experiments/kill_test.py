@@ -22,37 +22,19 @@ from pathlib import Path
 from typing import Any, Optional
 
 import optuna
-import torch
 from optuna.trial import TrialState
 from tqdm import tqdm
 
-from conf import compose
 from experiments.common import machine_header, write_result
-from latency_lut.backends import OrtBackend
-from latency_lut.build import build_lut
-from latency_lut.lut import LatencyLUT
-from latency_lut.timing import Protocol
 from search.storage import open_storage
-from supernet.elastic import Supernet
-from supernet.space import SearchSpace
 
 
 def make_assets(d: Path) -> tuple[Path, Path]:
-    """A tiny supernet (digits context) and a tiny LUT whose latencies follow MACs (deterministic budgets)."""
-    from omegaconf import OmegaConf
+    """The search tests' tiny supernet (digits context) and tiny LUT whose latencies follow MACs (deterministic
+    budgets), made in ``d``: their supernet file and their LUT file."""
+    from tests.search_assets import make_search_assets
 
-    space = SearchSpace.load("tiny")
-    torch.manual_seed(0)
-    net = Supernet(space, image_size=32, num_classes=10, distillation=False)
-    data = OmegaConf.to_container(compose("eformer_train", ["data=digits"]).data, resolve=True)
-    net.save(d / "supernet.pt", train_config={f"data.{k}": v for k, v in data.items()})
-    build_lut(space, OrtBackend(threads=1), d / "tiny.parquet", protocol=Protocol(warmup=1, repeats=3),
-              device_name="ort-test", progress=False, image_size=64, num_classes=10, distillation=False)
-    lut = LatencyLUT.load(d / "tiny.parquet")
-    for column in ("median_ms", "q25_ms", "min_ms"):
-        lut.table[column] = 0.01 + lut.table["macs"] / 2e7
-    lut.table["anchor_ms"] = 1.0  # no drift to divide out
-    lut.save(d / "tiny.parquet")
+    make_search_assets(d)
     return d / "supernet.pt", d / "tiny.parquet"
 
 

@@ -21,8 +21,14 @@ DEPLOY = {"image_size": 64, "num_classes": 10, "distillation": False}
 
 
 def build_search_assets(tmp_path_factory) -> Path:
-    """A tiny supernet (digits context, untrained but with varied weights) and its tiny LUT."""
-    d = tmp_path_factory.mktemp("search")
+    """:func:`make_search_assets` in a fresh directory of the test session."""
+    return make_search_assets(tmp_path_factory.mktemp("search"))
+
+
+def make_search_assets(d: Path) -> Path:
+    """A tiny supernet (digits context, untrained but with varied weights) and its tiny LUT, latencies following
+    MACs, in ``d`` (``supernet.pt``, ``tiny.parquet``); also the inputs of ``experiments.kill_test`` and the hostile
+    corpus. Returns ``d``."""
     torch.manual_seed(0)
     net = Supernet(TINY, image_size=32, num_classes=10, distillation=False)
     data = OmegaConf.to_container(compose("eformer_train", ["data=digits"]).data, resolve=True)
