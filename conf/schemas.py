@@ -242,12 +242,18 @@ class TPESearchSchema(SamplerSearchSchema):
     multivariate: bool = True
 
 
-SLIMMING_ACTIONS = ("drop", "width", "expansion", "heads")
+def slimming_actions() -> tuple[str, ...]:
+    """The slimming actions: ``search.actions`` of ``conf/search/slimming.yaml`` (every dimension's action; a test
+    keeps them equal to ``supernet.dimensions.ACTION_KINDS``: conf cannot import supernet's package, a cycle)."""
+    text = (CONF_DIR / "search" / "slimming.yaml").read_text(encoding="utf-8")
+    return tuple(OmegaConf.create(text)["actions"])
+
+
+SLIMMING_ACTIONS = slimming_actions()
 
 
 @dataclasses.dataclass
 class SlimmingSearchSchema(SearchSchema):
-    # supernet.dimensions.ACTION_KINDS (a test keeps them equal; conf cannot import supernet's package: a cycle)
     actions: List[str] = setting(list(SLIMMING_ACTIONS), subset_of=SLIMMING_ACTIONS, nonempty=True)
     expansion_scope: str = setting("block", choices=("block", "stage"))
     moves_per_step: int = setting(1, ge=1)

@@ -23,13 +23,19 @@ from latency_lut.machine import identity_differences
 from supernet.arch import ArchConfig
 from supernet.errors import UserError
 from supernet.io_utils import atomic_write, check_readable
-from supernet.signatures import KINDS, BlockSignature, arch_signatures, interned
+from supernet.signatures import KINDS, BlockSignature, arch_signatures, interned, option_columns
 from supernet.space import SearchSpace
 
 LUT_FORMAT = "eformer-lut/2"
 READABLE_FORMATS = ("eformer-lut/1", LUT_FORMAT)  # /1: no drift anchor, calibration without weights
-SIG_COLUMNS = [f.name for f in dataclasses.fields(BlockSignature)]
-LATER_COLUMNS = {"attn_heads": 0}  # signature fields added after a readable format was written: their value then
+
+
+def sig_columns() -> list[str]:
+    """A signature's columns (``BlockSignature.row``): its plain fields, then a column per block option (a LUT
+    written before an option existed lacks its column: every row then held the default, which reads as 0)."""
+    return [f.name for f in dataclasses.fields(BlockSignature) if f.name != "options"] + list(option_columns())
+
+
 STAT_COLUMNS = ["median_ms", "q25_ms", "iqr_ms", "cv", "min_ms", "n", "anchor_ms"]
 LATENCY_COLUMNS = ("median_ms", "q25_ms", "min_ms", "anchor_ms")
 STATISTICS = {"median": "median_ms", "q25": "q25_ms"}
@@ -71,11 +77,11 @@ def check_meta(meta: dict[str, Any], path: Path) -> None:
 
 def check_table(df: pd.DataFrame, meta: dict[str, Any], path: Path) -> None:
     """One-line errors for missing columns, missing signature values and unusable latencies."""
-    need = SIG_COLUMNS + [STATISTICS[meta.get("statistic", "median")]]
+    need = sig_columns() + [STATISTICS[meta.get("statistic", "median")]]
     missing = [c for c in need if c not in df.columns]
     if missing:
         raise LUTError(f"{path}: missing column(s) {', '.join(missing)}")
-    for c in SIG_COLUMNS:
+    for c in sig_columns():
         if df[c].isna().any():
             raise LUTError(f"{path}: column {c!r} has empty values in {int(df[c].isna().sum())} row(s)")
         if c != "kind" and not pd.api.types.is_numeric_dtype(df[c]):
@@ -138,9 +144,10 @@ class LatencyLUT:
             values = values * (float(anchor.median()) / anchor)  # the batch's drift divided out
         self._values = values
         self._stale = False
+        columns = sig_columns()
         self._ms: dict[BlockSignature, float] = {
-            interned(BlockSignature(*row)): float(v)
-            for row, v in zip(self._table[SIG_COLUMNS].itertuples(index=False, name=None), values)
+            interned(BlockSignature.from_row(dict(zip(columns, row)))): float(v)
+            for row, v in zip(self._table[columns].itertuples(index=False, name=None), values)
         }
         cal = from_stored(self.meta.get("calibration") or {"model": "sum", "a": 1.0, "b": 0.0})
         self.a, self.b = float(cal["a"]), float(cal["b"])
@@ -166,7 +173,7 @@ class LatencyLUT:
     # ------------------------------------------------------------------ prediction
     def add(self, entries: Sequence[tuple[BlockSignature, Mapping[str, float]]]) -> None:
         """Append measured entries (signature, statistics); re-indexed once, as the anchor's median moves."""
-        rows = [{**dataclasses.asdict(sig), "key": sig.key, **stats, "params": sig.params, "macs": sig.macs}
+        rows = [{**sig.row(), "key": sig.key, **stats, "params": sig.params, "macs": sig.macs}
                 for sig, stats in entries]
         self._table = pd.concat([self._table, pd.DataFrame(rows)], ignore_index=True)
         self._index()
@@ -239,7 +246,7 @@ class LatencyLUT:
 
     @classmethod
     def empty(cls, meta: dict[str, Any]) -> "LatencyLUT":
-        cols = SIG_COLUMNS + ["key"] + STAT_COLUMNS + ["params", "macs"]
+        cols = sig_columns() + ["key"] + STAT_COLUMNS + ["params", "macs"]
         return cls(pd.DataFrame({c: pd.Series(dtype="object" if c in ("kind", "key") else "float") for c in cols}), meta)
 
     @classmethod
@@ -270,11 +277,11 @@ class LatencyLUT:
         if image_size is not None and meta["image_size"] != image_size:
             raise LUTError(f"{p} was built for image size {meta['image_size']}, not {image_size}")
         df = table.to_pandas()
-        for column, value in LATER_COLUMNS.items():
+        for column in option_columns():
             if column not in df.columns:
-                df[column] = value
+                df[column] = 0
         check_table(df, meta, p)
-        for c in SIG_COLUMNS + INT_COLUMNS:
+        for c in sig_columns() + INT_COLUMNS:
             if c != "kind" and c in df.columns and df[c].notna().all():
                 df[c] = df[c].astype("int64")
         return cls(df, meta)

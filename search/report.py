@@ -11,15 +11,24 @@ from latency_lut.lut import LatencyLUT
 from latency_lut.timing import Protocol
 from latency_lut.validate import measure_networks
 from search.results import arch_of, completed, load_study
-from supernet.arch import ATTN_HEADS, ArchConfig
+from supernet.arch import BLOCK_OPTIONS, ArchConfig
 from supernet.signatures import count_macs, count_params
 
 
 def deployed_row(arch: ArchConfig, lut: LatencyLUT) -> dict[str, Any]:
     return {"summary": arch.summary(), "widths": list(arch.widths), "depths": list(arch.depths),
             "attn": [s.num_attn for s in arch.stages], "expansions": ["".join(map(str, e)) for e in arch.expansions],
-            "heads": [".".join(str(b.heads) for b in s.blocks if b.type == "attn") or "-" for s in arch.stages],
-            "params": count_params(arch), "macs": count_macs(arch), "lut_ms": lut.predict(arch)}
+            **option_values(arch), "params": count_params(arch), "macs": count_macs(arch), "lut_ms": lut.predict(arch)}
+
+
+def option_values(arch: ArchConfig) -> dict[str, Any]:
+    """Each block option's values per stage (``"8.4"``: its blocks', ``-``: none there), and ``searched``: the
+    options some block holds at other than the default."""
+    out: dict[str, Any] = {"searched": [n for n in BLOCK_OPTIONS if any(n in dict(b.options) for s in arch.stages
+                                                                          for b in s.blocks)]}
+    for name, o in BLOCK_OPTIONS.items():
+        out[name] = [".".join(str(getattr(b, name)) for b in s.blocks if b.type in o.kinds) or "-" for s in arch.stages]
+    return out
 
 
 def _score(attrs: dict[str, Any]) -> dict[str, Any]:
@@ -56,22 +65,20 @@ def released_vs_derived(runs: dict[str, dict[str, Any]], lut_path: str | Path, p
 
 
 def format_rows(rows: list[dict[str, Any]]) -> str:
-    """A markdown table, released above derived for each budget (a heads column where a member searched them)."""
-    def searched(d: dict[str, Any]) -> bool:
-        return any(h not in ("-", ".".join([str(ATTN_HEADS)] * n)) for h, n in zip(d.get("heads", ["-"] * 4), d["attn"]))
-
-    with_heads = any(searched(r[k]) for r in rows for k in ("released", "derived"))
-    head = "| budget | model | widths | depths (attn) | expansions | " + ("attention heads | " if with_heads else "")
+    """A markdown table, released above derived for each budget (a column per block option that a member searched)."""
+    shown = [n for n in BLOCK_OPTIONS if any(n in r[k].get("searched", ()) for r in rows for k in ("released", "derived"))]
+    head = "| budget | model | widths | depths (attn) | expansions | " + "".join(f"{n} of {BLOCK_OPTIONS[n].holders} | "
+                                                                           for n in shown)
     lines = [head + "params (M) | GMACs | LUT (ms) | measured (ms) | proxy top-1 (%) | proxy val loss |",
-             "|---" * (11 + with_heads) + "|"]
+             "|---" * (11 + len(shown)) + "|"]
     for r in rows:
         for kind in ("released", "derived"):
             d = r[kind]
             depths = " ".join(f"{n}({a})" for n, a in zip(d["depths"], d["attn"]))
             label = f"derived ({d['steps']} steps)" if kind == "derived" else kind
-            heads = f"{' '.join(d.get('heads', ['-'] * 4))} | " if with_heads else ""
+            options = "".join(f"{' '.join(d[n])} | " for n in shown)
             lines.append(f"| {r['budget'].upper()} | {label} | {'-'.join(map(str, d['widths']))} | {depths} | "
-                         f"{' '.join(d['expansions'])} | {heads}{d['params'] / 1e6:.3f} | {d['macs'] / 1e9:.3f} | "
+                         f"{' '.join(d['expansions'])} | {options}{d['params'] / 1e6:.3f} | {d['macs'] / 1e9:.3f} | "
                          f"{d['lut_ms']:.2f} | {d['measured_ms']:.2f} | {_pm(d.get('top1'), d.get('top1_std'), 2)} | "
                          f"{_pm(d.get('loss'), d.get('loss_std'), 4)} |")
     return "\n".join(lines)

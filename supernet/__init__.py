@@ -1,5 +1,6 @@
 """EfficientFormerV2 models: ArchConfig, the static network, its analytic costs, checkpoint
 conversion, deploy form and ONNX export; the weight-sharing supernet and its training."""
+import supernet.dimensions  # noqa: F401  (the per-block dimensions register their block options)
 from supernet.arch import ArchConfig, ArchConfigError, BlockConfig, StageConfig
 from supernet.convert import CheckpointError, convert_state_dict, load_checkpoint
 from supernet.deploy import fuse

@@ -19,8 +19,6 @@ NUM_STAGES = 4
 BLOCK_TYPES = ("ffn", "attn")
 ATTN_STAGES = (2, 3)  # zero-based: attention blocks live in stages 3 and 4 only
 ALLOWED_EXPANSIONS = (1, 2, 3, 4, 5, 6)
-ATTN_HEADS = 8    # the release's heads per attention block (key dim 32 each); the value of every FFN block
-MAX_HEADS = 16
 WIDTH_MULTIPLE = 8
 IMAGE_MULTIPLE = 32
 PRESETS = ("s0", "s1", "s2", "l")
@@ -31,20 +29,61 @@ class ArchConfigError(UserError):
 
 
 @dataclasses.dataclass(frozen=True)
+class BlockOption:
+    """A per-block value beyond the block's kind and expansion, which a per-block dimension of the search space
+    defines and registers (:func:`register_block_option`; :mod:`supernet.dimensions` holds them). Blocks of other kinds
+    hold the default; a block whose value is the default writes nothing (its YAML, hash and summary stay as they
+    were before the option existed)."""
+
+    name: str                   # its key in a block's YAML and in ``BlockConfig.options``
+    default: int                # the release's value
+    kinds: tuple[str, ...]      # the block kinds that have it
+    low: int
+    high: int
+    tag: str                    # its letter in :meth:`ArchConfig.summary` and in signature keys
+    holders: str                # who has it, for errors: "attention blocks"
+
+
+BLOCK_OPTIONS: dict[str, BlockOption] = {}
+
+
+def register_block_option(option: BlockOption) -> BlockOption:
+    """Make ``option`` a key of every block (a per-block dimension's module registers its own)."""
+    if BLOCK_OPTIONS.get(option.name, option) != option:
+        raise ValueError(f"block option {option.name!r} is registered twice, differently")
+    BLOCK_OPTIONS[option.name] = option
+    return option
+
+
+@dataclasses.dataclass(frozen=True)
 class BlockConfig:
-    """One block of a stage: an FFN block or an attention block (attention + FFN). ``heads`` is an attention
-    block's head count (the release's 8 unless searched); an FFN block has none and keeps the default."""
+    """One block of a stage: an FFN block or an attention block (attention + FFN), and its values of the
+    registered block options (``options``: a mapping or pairs; kept as the sorted pairs that differ from the
+    option's default, so equal blocks compare and hash equal). An option reads as an attribute (``block.<name>``)."""
 
     type: str
     expansion: int
-    heads: int = ATTN_HEADS
+    options: tuple[tuple[str, Any], ...] = ()
+
+    def __post_init__(self) -> None:
+        pairs = self.options.items() if isinstance(self.options, Mapping) else self.options
+        kept = tuple(sorted((k, v) for k, v in pairs  # what is not a registered option's default, as an int
+                            if k not in BLOCK_OPTIONS or type(v) is not int or v != BLOCK_OPTIONS[k].default))
+        object.__setattr__(self, "options", kept)
+
+    def __getattr__(self, name: str) -> Any:
+        option = BLOCK_OPTIONS.get(name)
+        if option is None or name == "options":
+            raise AttributeError(name)
+        return dict(self.options).get(name, option.default)
+
+    def option_values(self) -> dict[str, Any]:
+        """Every registered option that a block of this kind has, with its value (the default included)."""
+        return {name: getattr(self, name) for name, o in BLOCK_OPTIONS.items() if self.type in o.kinds}
 
     def fields(self) -> dict[str, Any]:
-        """Its written form: ``heads`` only where it is not the release's."""
-        out: dict[str, Any] = {"type": self.type, "expansion": self.expansion}
-        if self.heads != ATTN_HEADS:
-            out["heads"] = self.heads
-        return out
+        """Its written form: the options only where they are not the default."""
+        return {"type": self.type, "expansion": self.expansion, **dict(self.options)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,10 +147,12 @@ class ArchConfig:
         d = "-".join(str(x) for x in self.depths)
         a = "-".join(str(s.num_attn) for s in self.stages)
         e = "/".join("".join(str(x) for x in s) for s in self.expansions)
-        heads = [[b.heads for b in s.blocks if b.type == "attn"] for s in self.stages]
-        h = "" if all(x == ATTN_HEADS for s in heads for x in s) else (
-            " h" + "/".join(".".join(map(str, s)) or "-" for s in heads))
-        return f"w{w} d{d} a{a} e{e}{h}"
+        opts = ""
+        for name, o in BLOCK_OPTIONS.items():  # an option only where some block is not at its default
+            values = [[getattr(b, name) for b in s.blocks if b.type in o.kinds] for s in self.stages]
+            if any(v != o.default for row in values for v in row):
+                opts += f" {o.tag}" + "/".join(".".join(map(str, row)) or "-" for row in values)
+        return f"w{w} d{d} a{a} e{e}{opts}"
 
     def replace(self, **changes: Any) -> "ArchConfig":
         """A copy with some top-level fields changed (validated again)."""
@@ -142,17 +183,19 @@ class ArchConfig:
         widths: Sequence[int],
         expansions: Sequence[Sequence[int]],
         num_attn: Sequence[int] = (0, 0, 0, 0),
-        heads: Sequence[Sequence[int]] | None = None,
+        options: Mapping[str, Sequence[Sequence[int]]] | None = None,
         **kwargs: Any,
     ) -> "ArchConfig":
         """Build from widths, per-block expansions and per-stage attention counts (attention blocks last), and
-        optionally per-block heads (default: the release's for every block)."""
+        optionally per-block values of block options (``{name: [[value per block] per stage]}``; default: the options'
+        defaults)."""
+        options = options or {}
         stages = []
         for i, (width, exps, n_attn) in enumerate(zip(widths, expansions, num_attn)):
             n = len(exps)
-            hs = heads[i] if heads is not None else [ATTN_HEADS] * n
             blocks = tuple(
-                BlockConfig("attn" if j >= n - n_attn else "ffn", int(e), int(h)) for j, (e, h) in enumerate(zip(exps, hs))
+                BlockConfig("attn" if j >= n - n_attn else "ffn", int(e), {k: int(v[i][j]) for k, v in options.items()})
+                for j, e in enumerate(exps)
             )
             stages.append(StageConfig(int(width), blocks))
         return cls(stages=tuple(stages), **kwargs)
@@ -268,11 +311,11 @@ def _parse(data: Mapping[str, Any], source: str) -> ArchConfig:
             where = f"stages[{i}].blocks[{j}]"
             if not isinstance(rb, Mapping):
                 raise ArchConfigError(f"{where}: expected a mapping with 'type' and 'expansion'")
-            _unknown_keys(rb, ("type", "expansion", "heads"), where)
+            _unknown_keys(rb, ("type", "expansion", *BLOCK_OPTIONS), where)
             for key in ("type", "expansion"):
                 if key not in rb:
                     raise ArchConfigError(f"{where}: missing required key '{key}'")
-            blocks.append(BlockConfig(type=rb["type"], expansion=rb["expansion"], heads=rb.get("heads", ATTN_HEADS)))
+            blocks.append(BlockConfig(rb["type"], rb["expansion"], {k: rb[k] for k in BLOCK_OPTIONS if k in rb}))
         stages.append(StageConfig(width=raw["width"], blocks=tuple(blocks)))
     kwargs = {k: data[k] for k in _TOP_KEYS if k in data and k != "stages"}
     return ArchConfig(stages=tuple(stages), **kwargs)
@@ -322,8 +365,12 @@ def _validate(arch: ArchConfig) -> None:
                 raise ArchConfigError(
                     f"{where}.expansion: {exp!r} is not one of {', '.join(map(str, ALLOWED_EXPANSIONS))}"
                 )
-            heads = block.heads
-            if isinstance(heads, bool) or not isinstance(heads, int) or not 1 <= heads <= MAX_HEADS:
-                raise ArchConfigError(f"{where}.heads: {heads!r} must be an integer in 1..{MAX_HEADS}")
-            if block.type != "attn" and heads != ATTN_HEADS:
-                raise ArchConfigError(f"{where}.heads: only attention blocks have heads (this is an FFN block)")
+            for name, value in block.options:
+                option = BLOCK_OPTIONS.get(name)
+                if option is None:
+                    raise ArchConfigError(f"{where}: unknown key {name}; allowed: {', '.join(('type', 'expansion', *BLOCK_OPTIONS))}")
+                if isinstance(value, bool) or not isinstance(value, int) or not option.low <= value <= option.high:
+                    raise ArchConfigError(f"{where}.{name}: {value!r} must be an integer in {option.low}..{option.high}")
+                if block.type not in option.kinds:
+                    raise ArchConfigError(f"{where}.{name}: only {option.holders} have {name} (this is an "
+                                          f"{block.type.upper()} block)")

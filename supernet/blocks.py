@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from supernet.arch import ATTN_HEADS
 from supernet.layers import OPS, DropPath, Ops, gelu
 from supernet.signatures import (
+    ATTN_HEADS,
     ATTN_KEY_DIM,
     ATTN_RATIO,
     DOWN_HEADS,
@@ -244,6 +244,11 @@ class Block(nn.Module):
         self.mlp = Mlp(dim, dim * expansion, ops)
         self.ls2: Optional[nn.Module] = ops.layer_scale(dim, layer_scale_init)
         self.drop_path = DropPath(drop_path)
+
+    def set_options(self, heads: int = ATTN_HEADS) -> None:
+        """Run the member's values of the block options (``BlockConfig.option_values``; elastic ops only)."""
+        if self.token_mixer is not None:
+            self.token_mixer.set_heads(heads)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.token_mixer is not None:

@@ -7,7 +7,8 @@ Elastic dimensions (Once-for-All style; the elastic ops sit next to their static
   attention-downsampling branch (their outputs), the attention q/k/v inputs and projection output,
   the FFNs' inputs and outputs, layer scales and the head;
 * expansion - each FFN runs a prefix of its hidden channels (``width * expansion``);
-* heads - each attention block runs its leading heads (:class:`~supernet.blocks.Attention`);
+* block options (the per-block dimensions beyond the expansion) - each block runs its member's values itself
+  (``Block.set_options``, beside the static ops in :mod:`supernet.blocks`);
 * depth - **policy**: each stage holds FFN slots and attention slots; a member with ``f`` FFN
   blocks and ``a`` attention blocks in a stage runs FFN slots ``0..f-1`` then attention slots
   ``0..a-1``. The released models fit it directly (attention blocks are their last ``vit_num``
@@ -114,7 +115,7 @@ class Supernet(nn.Module):
 
     # ------------------------------------------------------------------ members
     def member(self, arch: ArchConfig) -> ArchConfig:
-        """``arch`` in this supernet's context (image size, classes, heads), drop path off."""
+        """``arch`` in this supernet's context (image size, classes, distillation), drop path off."""
         return arch.replace(drop_path_rate=0.0, **self.context)
 
     def largest(self) -> ArchConfig:
@@ -142,7 +143,7 @@ class Supernet(nn.Module):
                 slot.mlp.fc2.active_out = w[i]
                 if slot.token_mixer is not None:
                     slot.token_mixer.proj.active_out = w[i]
-                    slot.token_mixer.set_heads(block.heads)
+                slot.set_options(**block.option_values())
         self.active_arch = arch
         return arch
 

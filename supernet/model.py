@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
-from supernet.arch import ATTN_HEADS, ArchConfig
+from supernet.arch import ArchConfig
 from supernet.blocks import AttentionDownsample, Block, Downsample, Head, Mlp, Stem, classify
 from supernet.layers import OPS, Ops
 from supernet.signatures import (
@@ -40,7 +40,7 @@ def make_block(sig: BlockSignature, drop_path: float = 0.0, ops: Ops = OPS) -> B
     if sig.kind not in ("ffn", "attn"):
         raise ValueError(f"{sig.key} is not a block signature")
     return Block(sig.in_width, sig.expansion, sig.resolution, sig.kind == "attn", sig.stride, drop_path, ops,
-                 heads=sig.attn_heads or ATTN_HEADS)
+                 **dict(sig.options))
 
 
 def make_downsample(sigs: Sequence[BlockSignature], ops: Ops = OPS) -> Downsample:
@@ -104,7 +104,8 @@ class EfficientFormerV2(nn.Module):
                 sigs = embedding_signatures(i, arch.widths[i - 1], stage.width, arch.resolution(i - 1))
                 down = make_downsample(sigs, ops)
             blocks = [
-                make_block(block_signature(i, b.type, stage.width, b.expansion, arch.resolution(i), b.heads), rates[i][j], ops)
+                make_block(block_signature(i, b.type, stage.width, b.expansion, arch.resolution(i), **dict(b.options)),
+                           rates[i][j], ops)
                 for j, b in enumerate(stage.blocks)
             ]
             stages.append(Stage(down, blocks))

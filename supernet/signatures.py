@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Iterator
+from typing import Any, Iterator, Mapping
 
-from supernet.arch import ATTN_HEADS, ArchConfig, stage_resolution
+from supernet.arch import BLOCK_OPTIONS, ArchConfig, stage_resolution
 
-# Attention constants of EfficientFormerV2 (the release's; an attention block's head count is searchable:
-# ATTN_HEADS is its default, and the key dim and value ratio are per head).
-ATTN_KEY_DIM, ATTN_RATIO = 32, 4
+# Attention constants of EfficientFormerV2 (the release's: 8 heads per attention block, key dim 32 and value
+# ratio 4 per head; the heads option of a block, when a space searches it, defaults to ATTN_HEADS).
+ATTN_HEADS, ATTN_KEY_DIM, ATTN_RATIO = 8, 32, 4
 DOWN_KEY_DIM, DOWN_HEADS, DOWN_RATIO = 16, 8, 4
 
 KINDS = ("stem", "ffn", "attn", "embed", "attn_down", "head")
@@ -46,8 +46,10 @@ class BlockSignature:
       attn_down in_width, out_width, resolution (input); the attention-downsampling branch (stage 3->4)
       head      in_width=C, out_width=classes, resolution, heads (1, or 2 with distillation)
 
-    ``attn_heads`` is an attention block's head count (normalised: 0 reads as the release's 8 for ``attn``, and
-    every other kind holds 0), so LUT rows written before it existed keep their keys.
+    ``options`` are the block's values of the registered block options (``supernet.arch.BLOCK_OPTIONS``) that
+    its kind has and that differ from the default, as sorted pairs (a mapping is accepted): a default value adds
+    nothing to the key, so LUT rows written before an option existed keep their keys. The LUT stores each option
+    as a column of its own (:func:`option_columns`).
     """
 
     kind: str
@@ -57,31 +59,53 @@ class BlockSignature:
     expansion: int = 0
     stride: int = 1
     heads: int = 0
-    attn_heads: int = 0
+    options: tuple[tuple[str, int], ...] = ()
 
     def __post_init__(self) -> None:  # hashed once: signatures are dict keys on the LUT's hot path
-        object.__setattr__(self, "attn_heads", (self.attn_heads or ATTN_HEADS) if self.kind == "attn" else 0)
+        pairs = self.options.items() if isinstance(self.options, Mapping) else self.options
+        kept = tuple(sorted((k, int(v)) for k, v in pairs
+                            if self.kind in BLOCK_OPTIONS[k].kinds and int(v) != BLOCK_OPTIONS[k].default))
+        object.__setattr__(self, "options", kept)
         fields = (self.kind, self.in_width, self.out_width, self.resolution, self.expansion, self.stride, self.heads,
-                  self.attn_heads)
+                  self.options)
         object.__setattr__(self, "_hash", hash(fields))
 
     def __hash__(self) -> int:
         return self._hash
 
+    def option(self, name: str) -> int:
+        """Its value of the block option ``name`` (the default where it has none)."""
+        return dict(self.options).get(name, BLOCK_OPTIONS[name].default)
+
     @property
     def key(self) -> str:
-        """Stable text key, e.g. ``ffn-c96-e4-r14`` (used as the LUT index)."""
+        """Stable text key, e.g. ``ffn-c96-e4-r14`` (used as the LUT index; options append ``-<tag><value>``)."""
         k = self.kind
+        opts = "".join(f"-{BLOCK_OPTIONS[n].tag}{v}" for n, v in self.options)
         if k == "stem":
             return f"stem-c{self.out_width}-r{self.resolution}"
         if k == "ffn":
-            return f"ffn-c{self.in_width}-e{self.expansion}-r{self.resolution}"
+            return f"ffn-c{self.in_width}-e{self.expansion}-r{self.resolution}{opts}"
         if k == "attn":
-            h = "" if self.attn_heads == ATTN_HEADS else f"-h{self.attn_heads}"
-            return f"attn-c{self.in_width}-e{self.expansion}-r{self.resolution}-s{self.stride}{h}"
+            return f"attn-c{self.in_width}-e{self.expansion}-r{self.resolution}-s{self.stride}{opts}"
         if k in ("embed", "attn_down"):
             return f"{k}-c{self.in_width}-{self.out_width}-r{self.resolution}"
         return f"head-c{self.in_width}-k{self.out_width}-h{self.heads}-r{self.resolution}"
+
+    def row(self) -> dict[str, Any]:
+        """Its fields as a LUT row: the plain fields, then one column per block option (:func:`option_columns`)."""
+        out: dict[str, Any] = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "options"}
+        for column, (name, kind) in option_columns().items():
+            out[column] = self.option(name) if self.kind == kind else 0
+        return out
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> "BlockSignature":
+        """The signature a LUT row holds (an option column a row lacks reads as the default)."""
+        plain = {f.name: row[f.name] for f in dataclasses.fields(cls) if f.name != "options"}
+        options = {name: row[column] for column, (name, kind) in option_columns().items()
+                   if kind == row["kind"] and row.get(column, 0)}
+        return cls(**plain, options=options)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -154,7 +178,7 @@ def signature_params(sig: BlockSignature) -> int:
     if k == "ffn":
         return _ffn_params(c, sig.expansion)
     if k == "attn":
-        return _attention_params(c, sig.resolution, sig.stride, sig.attn_heads) + _ffn_params(c, sig.expansion)
+        return _attention_params(c, sig.resolution, sig.stride, sig.option("heads")) + _ffn_params(c, sig.expansion)
     if k == "embed":
         return _conv(c, sig.out_width, 3)
     if k == "attn_down":
@@ -175,7 +199,7 @@ def signature_macs(sig: BlockSignature) -> int:
     if k == "ffn":
         return _ffn_macs(c, sig.expansion, r)
     if k == "attn":
-        return _attention_macs(c, r, sig.stride, sig.attn_heads) + _ffn_macs(c, sig.expansion, r)
+        return _attention_macs(c, r, sig.stride, sig.option("heads")) + _ffn_macs(c, sig.expansion, r)
     if k == "embed":
         ro = _ceil_half(r)
         return ro * ro * sig.out_width * c * 9
@@ -200,14 +224,21 @@ def stem_signature(width: int, image_size: int) -> BlockSignature:
     return interned(BlockSignature("stem", 3, width, image_size))
 
 
+def option_columns() -> dict[str, tuple[str, str]]:
+    """The LUT's column of each registered block option per block kind that has it: ``{"attn_heads": ("heads",
+    "attn")}`` (a row of another kind holds 0 there)."""
+    return {f"{kind}_{name}": (name, kind) for name, o in BLOCK_OPTIONS.items() for kind in o.kinds}
+
+
 @functools.lru_cache(maxsize=None)
 def block_signature(stage: int, block_type: str, width: int, expansion: int, resolution: int,
-                    attn_heads: int = ATTN_HEADS) -> BlockSignature:
-    """Signature of an FFN or attention block of stage ``stage`` (0-based); ``attn_heads`` is ignored for FFN blocks."""
+                    **options: int) -> BlockSignature:
+    """Signature of an FFN or attention block of stage ``stage`` (0-based); ``options``: the block's option values
+    (those its kind does not have are ignored)."""
     if block_type == "attn":
         return interned(BlockSignature("attn", width, width, resolution, expansion, stride=2 if stage == 2 else 1,
-                                       attn_heads=attn_heads))
-    return interned(BlockSignature("ffn", width, width, resolution, expansion))
+                                       options=options))
+    return interned(BlockSignature("ffn", width, width, resolution, expansion, options=options))
 
 
 @functools.lru_cache(maxsize=None)
@@ -233,7 +264,7 @@ def arch_signatures(arch: ArchConfig) -> Iterator[BlockSignature]:
         if i > 0:
             yield from embedding_signatures(i, widths[i - 1], stage.width, stage_resolution(size, i - 1))
         for block in stage.blocks:
-            yield block_signature(i, block.type, stage.width, block.expansion, r, block.heads)
+            yield block_signature(i, block.type, stage.width, block.expansion, r, **dict(block.options))
     yield head_signature(widths[-1], arch.num_classes, arch.distillation, stage_resolution(size, 3))
 
 

@@ -1,12 +1,14 @@
 """The search space: which ArchConfigs the supernet can run.
 
 Per stage, one set of choices for every dimension of ``supernet.dimensions`` (width, depth as counts of
-FFN and attention blocks under a cap, the FFN expansion of each block, the heads of each attention block). Members place their attention
-blocks after their FFN blocks (as the released models do). The space is pure architecture: image size,
-classes and heads are the context a member is used in (``SearchSpace.member(..., **context)``). Its content
-hash (name excluded) identifies it in latency tables and search studies.
+FFN and attention blocks under a cap, the FFN expansion of each block, and the values of the per-block
+dimensions registered beside them). Members place their attention blocks after their FFN blocks (as the
+released models do). The space is pure architecture: image size, classes and distillation are the context a
+member is used in (``SearchSpace.member(..., **context)``). Its content hash (name excluded) identifies it in
+latency tables and search studies.
 
-YAML (``conf/space/*.yaml``); each stage key belongs to one dimension::
+YAML (``conf/space/*.yaml``); each stage key belongs to one dimension (a registered per-block dimension adds
+its own, optional key: its module in ``supernet.dimensions`` says which)::
 
     name: efficientformerv2
     expansions: [2, 3, 4]              # default for every stage
@@ -16,7 +18,6 @@ YAML (``conf/space/*.yaml``); each stage key belongs to one dimension::
         attn_blocks: [0]
         max_depth: 5
         expansions: [2, 3, 4]         # optional per-stage override
-        heads: [4, 8]                 # stages 3-4 only; optional (default: the release's 8)
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ import random
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from supernet.arch import NUM_STAGES, ArchConfig
+from supernet.arch import BLOCK_OPTIONS, NUM_STAGES, ArchConfig
 from supernet.dimensions import DIMENSIONS, SPACE_WIDE_KEYS, STAGE_KEYS, Draft, SpaceError, depth_pairs
 from supernet.io_utils import read_yaml_mapping
 
@@ -38,17 +39,24 @@ __all__ = ["SearchSpace", "SpaceError", "StageSpace"]
 
 @dataclasses.dataclass(frozen=True)
 class StageSpace:
-    """Choices of one stage, as the dimensions parsed them (``stage["widths"]`` reads a field too)."""
+    """Choices of one stage, as the dimensions parsed them (``choices``: the pairs of every dimension's parsed
+    keys, in registry order); each reads as a field or an item (``stage.widths``, ``stage["widths"]``)."""
 
-    widths: tuple[int, ...]
-    ffn_blocks: tuple[int, ...]
-    attn_blocks: tuple[int, ...]
-    max_depth: int
-    expansions: tuple[int, ...]
-    heads: tuple[int, ...]
+    choices: tuple[tuple[str, Any], ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_by_key", dict(self.choices))
 
     def __getitem__(self, key: str) -> Any:
-        return getattr(self, key)
+        return self._by_key[key]
+
+    def __getattr__(self, key: str) -> Any:
+        if key.startswith("_"):
+            raise AttributeError(key)
+        try:
+            return self._by_key[key]
+        except KeyError:
+            raise AttributeError(key) from None
 
     @property
     def max_ffn(self) -> int:
@@ -79,7 +87,7 @@ def _parse_stage(raw: Any, defaults: Mapping[str, Any], i: int) -> StageSpace:
     fields: dict[str, Any] = {}
     for dim in DIMENSIONS.values():
         fields.update(dim.parse(raw, defaults, where, i))
-    return StageSpace(**fields)
+    return StageSpace(tuple(fields.items()))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,8 +165,9 @@ class SearchSpace:
     @staticmethod
     def build(drafts: Sequence[Draft], **context: Any) -> ArchConfig:
         """The member whose stages hold these drafts (one per stage; see ``supernet.dimensions``)."""
+        options = {name: [d[name] for d in drafts] for name in DIMENSIONS if name in BLOCK_OPTIONS}
         return ArchConfig.from_parts([d["width"] for d in drafts], [d["expansion"] for d in drafts],
-                                     [d["depth"][1] for d in drafts], [d["heads"] for d in drafts], **context)
+                                     [d["depth"][1] for d in drafts], options, **context)
 
     @staticmethod
     def drafts_of(arch: ArchConfig) -> list[Draft]:
@@ -201,10 +210,9 @@ class SearchSpace:
         return total
 
     def stage_choices(self, stage: int) -> dict[str, Any]:
-        """The choices of one stage: widths, (ffn, attn) pairs and expansions."""
+        """The choices of one stage: each dimension's (as lists), and its (ffn, attn) pairs."""
         s = self.stages[stage]
-        return {"widths": list(s.widths), "depth_pairs": s.depth_pairs(), "expansions": list(s.expansions),
-                "heads": list(s.heads)}
+        return {**{k: list(v) if isinstance(v, tuple) else v for k, v in s.choices}, "depth_pairs": s.depth_pairs()}
 
     def violations(self, arch: ArchConfig) -> list[str]:
         """Why ``arch`` is not a member (empty if it is): every dimension's reasons, stage by stage."""

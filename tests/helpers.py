@@ -33,7 +33,7 @@ def random_arch(rng: random.Random, image_sizes=(32, 64, 96, 128, 224)) -> ArchC
         for _ in range(rng.randint(1, 4)):
             kind = "attn" if i >= 2 and rng.random() < 0.4 else "ffn"
             heads = rng.choice((1, 2, 4, 8, 12)) if kind == "attn" else 8
-            blocks.append(BlockConfig(kind, rng.choice(ALLOWED_EXPANSIONS), heads))
+            blocks.append(BlockConfig(kind, rng.choice(ALLOWED_EXPANSIONS), {"heads": heads}))
         stages.append(StageConfig(width, tuple(blocks)))
     return ArchConfig(
         stages=tuple(stages),

@@ -7,16 +7,18 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import random
+import re
 from pathlib import Path
 
 import pytest
 
-from conf.schemas import SlimmingSearchSchema
+from conf.schemas import SlimmingSearchSchema, slimming_actions
 from latency_lut.lut import LatencyLUT
 from search.params import arch_from_params, arch_hash, distributions, params_of
 from search.slimming import Action, apply_action, candidate_actions
-from supernet.arch import ArchConfig
+from supernet.arch import BLOCK_OPTIONS, ArchConfig, ArchConfigError, BlockOption
 from supernet.dimensions import ACTION_KINDS, DIMENSIONS, SpaceError
+from supernet.signatures import BlockSignature, arch_signatures, option_columns
 from supernet.space import SearchSpace
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,7 +99,7 @@ def test_bad_dimension_choices_fail_in_one_line_naming_the_dimension(mutate, mes
 
 def test_slimming_actions_come_from_the_dimensions():
     field = next(f for f in dataclasses.fields(SlimmingSearchSchema) if f.name == "actions")
-    assert ACTION_KINDS == tuple(field.metadata["subset_of"]) == ("drop", "width", "expansion", "heads")
+    assert ACTION_KINDS == tuple(field.metadata["subset_of"]) == ("drop", "width", "expansion", "heads") == slimming_actions()
     assert [d.name for d in DIMENSIONS.values()] == ["depth", "width", "expansion", "heads"]
     big = DEFAULT.largest()
     kinds = {a.kind for a, _ in candidate_actions(big, DEFAULT)}
@@ -130,3 +132,28 @@ def test_a_supernet_file_of_a_space_this_version_cannot_read_says_to_retrain(tmp
     torch.save(payload, tmp_path / "torn.pt")
     with pytest.raises(CheckpointError, match="torn.pt: its weights do not fit its space"):
         Supernet.load(tmp_path / "torn.pt")
+
+
+def test_a_registered_block_option_needs_no_change_to_the_architecture_signatures_or_lut(monkeypatch):
+    """A per-block dimension's option, once registered, is parsed, checked, summarised, written, keyed in the block
+    signatures and given a LUT column by the generic code alone (here a made-up FFN ``kernel``; costs ignore it)."""
+    monkeypatch.setitem(BLOCK_OPTIONS, "kernel", BlockOption("kernel", 3, ("ffn",), 3, 7, "k", "FFN blocks"))
+    raw = ArchConfig.preset("s0").to_dict()
+    raw["stages"][0]["blocks"][0]["kernel"] = 5
+    raw["stages"][1]["blocks"][1]["kernel"] = 3  # the default: written nowhere, no different member
+    arch = ArchConfig.from_dict(raw)
+    assert (arch.stages[0].blocks[0].kernel, arch.stages[0].blocks[1].kernel) == (5, 3)
+    assert arch.stages[1] == ArchConfig.preset("s0").stages[1] and arch.stages[0] != ArchConfig.preset("s0").stages[0]
+    assert arch.summary().endswith(" k5.3/3.3/3.3.3.3/3.3") and "k" not in ArchConfig.preset("s0").summary().split()[-1]
+    assert "{type: ffn, expansion: 4, kernel: 5}" in arch.to_yaml() and arch.to_yaml().count("kernel") == 1
+    sigs = list(arch_signatures(arch))
+    assert sigs[1].key == "ffn-c32-e4-r56-k5" and sigs[2].key == "ffn-c32-e4-r56"
+    row = sigs[1].row()
+    assert row["ffn_kernel"] == 5 and sigs[2].row()["ffn_kernel"] == 3 and row["attn_heads"] == 0
+    assert BlockSignature.from_row(row) == sigs[1] and "ffn_kernel" in option_columns()
+    for block, message in (({"type": "attn", "kernel": 5}, "only FFN blocks have kernel (this is an ATTN block)"),
+                           ({"kernel": 9}, "9 must be an integer in 3..7"), ({"kernel": "5"}, "'5' must be an integer")):
+        bad = ArchConfig.preset("s0").to_dict()
+        bad["stages"][2]["blocks"][0].update(block)
+        with pytest.raises(ArchConfigError, match=re.escape(f"stages[2].blocks[0].kernel: {message}")):
+            ArchConfig.from_dict(bad)

@@ -51,7 +51,7 @@ def test_costs_of_fewer_heads_are_exact():
     assert sum(p.numel() for p in static.parameters()) == count_params(S0_H4.replace(**CTX))
     assert count_macs(S0_H4.replace(**CTX)) == _dispatch_macs(static, 64)
     assert count_params(S0_H4) < count_params(ArchConfig.preset("s0"))
-    sig = block_signature(2, "attn", 96, 4, 14, attn_heads=4)
+    sig = block_signature(2, "attn", 96, 4, 14, heads=4)
     assert sig.key == "attn-c96-e4-r14-s2-h4" and block_signature(2, "attn", 96, 4, 14).key == "attn-c96-e4-r14-s2"
     assert [s.key for s in arch_signatures(S0_H4)].count("attn-c176-e4-r7-s1-h4") == 1
 
@@ -97,7 +97,7 @@ def test_the_lut_times_every_head_count():
     base = space_signatures(DEFAULT, 224, 1000, True)
     more = space_signatures(HEADS, 224, 1000, True)
     extra = [s for s in more if s not in set(base)]
-    assert len(base) == 638 and extra and all(s.kind == "attn" and s.attn_heads == 4 for s in extra)
+    assert len(base) == 638 and extra and all(s.kind == "attn" and s.option("heads") == 4 for s in extra)
     assert len(extra) == sum(1 for s in base if s.kind == "attn")
 
 

@@ -15,7 +15,7 @@ from latency_lut.mes import mes, mes_score
 from latency_lut.timing import Protocol
 from latency_lut.validate import kendall_tau, spearman_rho, validate_lut
 from supernet import ArchConfig
-from supernet.signatures import arch_signatures
+from supernet.signatures import arch_signatures, option_columns
 from supernet.space import SearchSpace
 
 TINY = SearchSpace.load("tiny")
@@ -90,12 +90,13 @@ def test_refusals(tiny_lut):
 
 
 def test_rebuilding_a_complete_lut_rewrites_nothing(tiny_lut, tmp_path):
-    """A complete LUT, also one written before the attn_heads column existed, stays byte for byte on a rebuild."""
+    """A complete LUT, also one written before its block-option columns (attn_heads) existed, stays byte for byte on
+    a rebuild."""
     import pyarrow.parquet as pq
 
     src, _, _ = tiny_lut
     old = pq.read_table(src)
-    old = old.drop_columns(["attn_heads"]).replace_schema_metadata(old.schema.metadata)
+    old = old.drop_columns(list(option_columns())).replace_schema_metadata(old.schema.metadata)
     for name, write in (("now", lambda p: p.write_bytes(src.read_bytes())), ("old", lambda p: pq.write_table(old, p))):
         path = tmp_path / f"{name}.parquet"
         write(path)

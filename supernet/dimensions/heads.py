@@ -1,8 +1,12 @@
 """The heads dimension: each attention block's head count (stages 3-4)."""
 from __future__ import annotations
 
-from supernet.arch import ATTN_HEADS, ATTN_STAGES, MAX_HEADS
+from supernet.arch import ATTN_STAGES, BlockOption, register_block_option
 from supernet.dimensions.base import Dimension, Draft, SpaceError, choices_of, fmt_choices, step_down
+from supernet.signatures import ATTN_HEADS
+
+MAX_HEADS = 16
+HEADS = register_block_option(BlockOption("heads", ATTN_HEADS, ("attn",), 1, MAX_HEADS, "h", "attention blocks"))
 
 
 class Heads(Dimension):
@@ -35,7 +39,7 @@ class Heads(Dimension):
         return [] if block.heads == ATTN_HEADS else [block.heads]
 
     def signature_choices(self, choices, kind):
-        return {"attn_heads": tuple(choices["heads"])} if kind == "attn" else {}
+        return {"heads": tuple(choices["heads"])} if kind == "attn" else {}
 
     @staticmethod
     def _fill(draft: Draft, attn: list[int]) -> list[int]:
