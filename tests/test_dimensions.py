@@ -149,7 +149,7 @@ def test_a_registered_block_option_needs_no_change_to_the_architecture_signature
     sigs = list(arch_signatures(arch))
     assert sigs[1].key == "ffn-c32-e4-r56-k5" and sigs[2].key == "ffn-c32-e4-r56"
     row = sigs[1].row()
-    assert row["ffn_kernel"] == 5 and sigs[2].row()["ffn_kernel"] == 3 and row["attn_heads"] == 0
+    assert row["ffn_kernel"] == 5 and sigs[2].row()["ffn_kernel"] == 3 and sigs[0].row()["ffn_kernel"] == 0  # the stem
     assert BlockSignature.from_row(row) == sigs[1] and "ffn_kernel" in option_columns()
     for block, message in (({"type": "attn", "kernel": 5}, "only FFN blocks have kernel (this is an ATTN block)"),
                            ({"kernel": 9}, "9 must be an integer in 3..7"), ({"kernel": "5"}, "'5' must be an integer")):
