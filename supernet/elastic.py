@@ -35,7 +35,7 @@ from supernet.dimensions import largest_variant
 from supernet.io_utils import atomic_torch_save, safe_torch_load
 from supernet.layers import ELASTIC_OPS
 from supernet.mapping import member_slots, prefix, supernet_key
-from supernet.model import EfficientFormerV2, init_weights, make_block, make_downsample
+from supernet.model import EfficientFormerV2, init_weights, make_block, make_downsample, skeleton
 from supernet.signatures import block_signature, embedding_signatures
 from supernet.space import SearchSpace, SpaceError
 
@@ -193,11 +193,15 @@ class Supernet(nn.Module):
         """A static ``build_model(arch)`` holding copies of the member's weight slices (default: active)."""
         arch = self.member(arch or self.active_arch)
         self.space.check_member(arch)
-        model = EfficientFormerV2(arch)
+        model = skeleton(arch).to_empty(device="cpu")  # every tensor is filled below: no random initialisation
         slots = member_slots(arch)
         full = self.state_dict()
         state = {k: prefix(full[supernet_key(k, slots)], v.shape).clone() for k, v in model.state_dict().items()}
         model.load_state_dict(state, strict=True)
+        own = dict(self.named_buffers())  # the index tables (not in a state dict): the member's are the supernet's
+        for name, buf in model.named_buffers():
+            if name not in state:
+                buf.copy_(own[supernet_key(name, slots)])
         return model.train(self.training)
 
     @torch.no_grad()
@@ -211,7 +215,7 @@ class Supernet(nn.Module):
         """
         arch = self.member(arch)
         self.space.check_member(arch)
-        expected = {k: v for k, v in EfficientFormerV2(arch).state_dict().items() if not k.startswith(skip_prefixes or ("\0",))}
+        expected = {k: v for k, v in skeleton(arch).state_dict().items() if not k.startswith(skip_prefixes or ("\0",))}
         check_keys(expected, state_dict, f"weights do not fit member {arch.summary()}")
         slots = member_slots(arch)
         full = self.state_dict()

@@ -151,6 +151,14 @@ def init_weights(module: nn.Module) -> None:
             m.mid.conv.reset_parameters()
 
 
+def skeleton(arch: ArchConfig) -> EfficientFormerV2:
+    """``EfficientFormerV2(arch)`` on the meta device: its modules, keys and shapes without memory or initialisation
+    (random draws for every weight cost most of a build), for code that only reads the state dict's shapes or fills
+    every tensor itself (:meth:`supernet.elastic.Supernet.extract`, ``load_member``)."""
+    with torch.device("meta"):
+        return EfficientFormerV2(arch)
+
+
 def build_model(arch: ArchConfig | str, **overrides) -> EfficientFormerV2:
     """The static network for ``arch`` (an ArchConfig, a preset name or a YAML path)."""
     return EfficientFormerV2(ArchConfig.resolve(arch, **overrides))
