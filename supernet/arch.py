@@ -66,6 +66,8 @@ class BlockConfig:
     options: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
+        if not isinstance(self.options, (Mapping, tuple, list)):
+            raise TypeError(f"BlockConfig.options: a mapping of block options (e.g. {{'heads': 4}}), not {self.options!r}")
         pairs = self.options.items() if isinstance(self.options, Mapping) else self.options
         kept = tuple(sorted((k, v) for k, v in pairs  # what is not a registered option's default, as an int
                             if k not in BLOCK_OPTIONS or type(v) is not int or v != BLOCK_OPTIONS[k].default))

@@ -16,7 +16,7 @@ from conf.schemas import SlimmingSearchSchema, slimming_actions
 from latency_lut.lut import LatencyLUT
 from search.params import arch_from_params, arch_hash, distributions, params_of
 from search.slimming import Action, apply_action, candidate_actions
-from supernet.arch import BLOCK_OPTIONS, ArchConfig, ArchConfigError, BlockOption
+from supernet.arch import BLOCK_OPTIONS, ArchConfig, ArchConfigError, BlockConfig, BlockOption
 from supernet.dimensions import ACTION_KINDS, DIMENSIONS, SpaceError
 from supernet.signatures import BlockSignature, arch_signatures, option_columns
 from supernet.space import SearchSpace
@@ -157,3 +157,5 @@ def test_a_registered_block_option_needs_no_change_to_the_architecture_signature
         bad["stages"][2]["blocks"][0].update(block)
         with pytest.raises(ArchConfigError, match=re.escape(f"stages[2].blocks[0].kernel: {message}")):
             ArchConfig.from_dict(bad)
+    with pytest.raises(TypeError, match="BlockConfig.options: a mapping"):
+        BlockConfig("attn", 4, 4)  # the old positional heads
