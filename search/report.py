@@ -24,11 +24,8 @@ def deployed_row(arch: ArchConfig, lut: LatencyLUT) -> dict[str, Any]:
 def option_values(arch: ArchConfig) -> dict[str, Any]:
     """Each block option's values per stage (``"8.4"``: its blocks', ``-``: none there), and ``searched``: the
     options some block holds at other than the default."""
-    out: dict[str, Any] = {"searched": [n for n in BLOCK_OPTIONS if any(n in dict(b.options) for s in arch.stages
-                                                                          for b in s.blocks)]}
-    for name, o in BLOCK_OPTIONS.items():
-        out[name] = [".".join(str(getattr(b, name)) for b in s.blocks if b.type in o.kinds) or "-" for s in arch.stages]
-    return out
+    rows = {name: [".".join(map(str, row)) or "-" for row in arch.option_rows(name)] for name in BLOCK_OPTIONS}
+    return {"searched": arch.searched_options(), **rows}
 
 
 def _score(attrs: dict[str, Any]) -> dict[str, Any]:

@@ -149,12 +149,19 @@ class ArchConfig:
         d = "-".join(str(x) for x in self.depths)
         a = "-".join(str(s.num_attn) for s in self.stages)
         e = "/".join("".join(str(x) for x in s) for s in self.expansions)
-        opts = ""
-        for name, o in BLOCK_OPTIONS.items():  # an option only where some block is not at its default
-            values = [[getattr(b, name) for b in s.blocks if b.type in o.kinds] for s in self.stages]
-            if any(v != o.default for row in values for v in row):
-                opts += f" {o.tag}" + "/".join(".".join(map(str, row)) or "-" for row in values)
+        opts = "".join(f" {BLOCK_OPTIONS[name].tag}" + "/".join(".".join(map(str, row)) or "-" for row in self.option_rows(name))
+                       for name in self.searched_options())  # an option only where some block is not at its default
         return f"w{w} d{d} a{a} e{e}{opts}"
+
+    def option_rows(self, name: str) -> list[list[Any]]:
+        """The values of block option ``name`` per stage, over the blocks of the kinds that have it."""
+        kinds = BLOCK_OPTIONS[name].kinds
+        return [[getattr(b, name) for b in s.blocks if b.type in kinds] for s in self.stages]
+
+    def searched_options(self) -> list[str]:
+        """The block options some block holds at other than the default (registry order)."""
+        held = {k for s in self.stages for b in s.blocks for k, _ in b.options}
+        return [name for name in BLOCK_OPTIONS if name in held]
 
     def replace(self, **changes: Any) -> "ArchConfig":
         """A copy with some top-level fields changed (validated again)."""

@@ -10,6 +10,7 @@ from test_model import _dispatch_macs
 
 from helpers import randomize_stats
 from search.params import arch_from_params, arch_hash, distributions, params_of
+from search.report import format_rows, option_values
 from search.slimming import Action, apply_action, candidate_actions
 from supernet.arch import ArchConfig, ArchConfigError
 from supernet.elastic import Supernet
@@ -169,3 +170,21 @@ def test_fewer_heads_deploy_and_export_to_onnx(tmp_path):
             assert float((fuse(model, gemm_kernels=gemm)(x) - ref).abs().max()) <= 1e-5
     path = export_onnx(model, tmp_path / "s0-h4.onnx", (1, 3, 96, 96))
     assert np.abs(ort_session(path).run(None, {"input": x.numpy()})[0] - ref.numpy()).max() <= 1e-4
+
+
+def test_the_final_table_gains_a_heads_column_only_when_a_member_searched_them():
+    s0 = ArchConfig.preset("s0")
+    raw = s0.to_dict()
+    raw["stages"][3]["blocks"][3]["heads"] = 4
+    fewer = ArchConfig.from_dict(raw)
+
+    def row(released: ArchConfig, derived: ArchConfig) -> dict:
+        common = {"widths": [32], "depths": [1], "attn": [0], "expansions": ["4"], "params": 1e6, "macs": 1e9,
+                  "lut_ms": 1.0, "measured_ms": 1.0, "steps": 1}
+        return {"budget": "s0", "released": {**common, **option_values(released)},
+                "derived": {**common, **option_values(derived)}}
+
+    assert "heads" not in format_rows([row(s0, s0)])
+    table = format_rows([row(s0, fewer)]).splitlines()
+    assert "| heads of attention blocks |" in table[0] and table[1].count("|---") == 12
+    assert "| - - 8.8 8.8 |" in table[2] and "| - - 8.8 8.4 |" in table[3]
