@@ -49,10 +49,11 @@ def test_fused_structure():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name, exporter", [("s0", "dynamo"), ("s1", "torchscript"), ("s2", "torchscript"), ("l", "dynamo")])
+@pytest.mark.parametrize("name, exporter", [("s0", "dynamo"), ("s1", "dynamo"), ("s2", "torchscript"), ("l", "torchscript")])
 def test_onnx_matches_pytorch(name, exporter, tmp_path):
-    """Each released model in both exporters' graphs (the default, auto, is dynamo: 5-8x the export time of
-    TorchScript, whose graphs the LUT and the pipeline's exports use)."""
+    """Each released model in one of the exporters' graphs, each exporter on two of them (the default, auto, is
+    dynamo: 5-8x the export time of TorchScript, whose graphs the LUT and the pipeline's exports use; L, the
+    slowest to export, takes TorchScript)."""
     model = randomize_stats(build_model(name), seed=2).eval()
     path = export_onnx(model, tmp_path / f"{name}.onnx", (1, 3, 224, 224), exporter=exporter)
     import onnx

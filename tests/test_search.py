@@ -165,7 +165,7 @@ def test_export_round_trip_and_fine_tune(assets, tmp_path):
     run = tmp_path / "nsga"
     rec = run_search(compose("eformer_search", overrides(assets, run, "search=nsga2", "search.n_trials=10")))
     out = tmp_path / "export"
-    res = subprocess.run(["eformer-export", "arch", "--run", str(run), "--pareto", "--out", str(out)],
+    res = subprocess.run(["eformer-export", "arch", "--run", str(run), "--pareto", "--out", str(out), "--exporter", "fast"],
                          capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     manifest = json.loads((out / "export.json").read_text())
@@ -202,7 +202,7 @@ def test_export_round_trip_and_fine_tune(assets, tmp_path):
     build_model(ArchConfig.from_dict(tuned["arch"])).load_state_dict(tuned["model"], strict=True)
     assert arch_hash(ArchConfig.from_dict(tuned["arch"])) == arch_hash(ArchConfig.from_yaml(first["yaml"]))
     res = subprocess.run(["eformer-export", "onnx", "--weights", str(tmp_path / "ft" / "model.pt"), "--out",
-                          str(tmp_path / "ft.onnx")], capture_output=True, text=True)
+                          str(tmp_path / "ft.onnx"), "--exporter", "fast"], capture_output=True, text=True)
     assert res.returncode == 0 and "onnxruntime max |diff|" in res.stdout, res.stderr
     res = subprocess.run(["eformer-export", "arch", "--run", str(run), "--trial", "999", "--out", str(tmp_path / "x")],
                          capture_output=True, text=True)
