@@ -26,6 +26,7 @@ from latency_lut.timing import Protocol, Stats
 from supernet.arch import PRESETS, ArchConfig
 from supernet.io_utils import atomic_write_text
 from supernet.model import build_model
+from supernet.plotting import pyplot
 from supernet.space import SearchSpace
 
 
@@ -153,10 +154,7 @@ def validate_lut(
 
 def scatter_png(report: dict[str, Any], path: Path) -> Path:
     """Predicted vs measured latency: fit and held-out members, presets, +-10% band."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(5.5, 5))
     for split, marker in (("fit", "o"), ("held_out", "s")):

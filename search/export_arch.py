@@ -16,17 +16,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from search.results import arch_of, completed, load_study, pareto, read_run, trials_frame  # noqa: E402
-from search.strategies import get_strategy  # noqa: E402
-from supernet.elastic import Supernet  # noqa: E402
-from supernet.errors import UserError  # noqa: E402
-from supernet.io_utils import atomic_torch_save, atomic_write, atomic_write_text, check_output_dir, make_dir  # noqa: E402
-from supernet.onnx_export import EXPORTERS, check_onnx_parity, export_onnx  # noqa: E402
+from search.results import arch_of, completed, load_study, pareto, read_run, trials_frame
+from search.strategies import get_strategy
+from supernet.elastic import Supernet
+from supernet.errors import UserError
+from supernet.io_utils import atomic_torch_save, atomic_write, atomic_write_text, check_output_dir, make_dir
+from supernet.onnx_export import EXPORTERS, check_onnx_parity, export_onnx
+from supernet.plotting import pyplot
 
 
 def choose_trials(study, run: dict[str, Any], which: str | int) -> list:
@@ -47,6 +43,7 @@ def choose_trials(study, run: dict[str, Any], which: str | int) -> list:
 
 
 def plot_pareto(trials: list, front: list, run: dict[str, Any], path: Path) -> None:
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     lat = [t.user_attrs["latency_ms"] for t in trials]
     acc = [t.user_attrs["top1"] for t in trials]
@@ -69,6 +66,7 @@ def plot_pareto(trials: list, front: list, run: dict[str, Any], path: Path) -> N
 
 
 def plot_path(steps: list, run: dict[str, Any], path: Path) -> None:
+    plt = pyplot()
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.6))
     x = [t.user_attrs["step"] for t in steps]
     a1.plot(x, [t.user_attrs["latency_ms"] for t in steps], "o-", ms=3, label="LUT latency (ms)")

@@ -45,6 +45,7 @@ from supernet.data import build_data
 from supernet.elastic import Supernet
 from supernet.errors import UserError, report_user_errors
 from supernet.io_utils import atomic_write, atomic_write_text, make_dir
+from supernet.plotting import pyplot
 from supernet.signatures import count_params
 
 register_schemas()
@@ -81,10 +82,7 @@ def stratified_members(supernet: Supernet, lut: LatencyLUT, n: int, pool: int, s
 
 
 def _plot(rows: list[dict[str, Any]], stats: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
     sa = [r["standalone_top1"] for r in rows]
