@@ -30,16 +30,13 @@ from typing import Callable
 import torch
 
 from experiments.common import machine_header, write_result
+from latency_lut.export_pool import pool_workers
 from search.proxy import SupernetProxy
 from search.slimming import candidate_actions
 from supernet.arch import ArchConfig
 from supernet.data import build_data
 from supernet.elastic import Supernet
 from supernet.space import SearchSpace
-
-
-def workers() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def forked(n: int, work: Callable[[int], None]) -> float:
@@ -126,7 +123,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--steps", type=int, default=6, help="timed training steps per round and way")
     ap.add_argument("--no-write", action="store_true", help="print only (the tests)")
     args = ap.parse_args(argv)
-    n = workers()
+    n = pool_workers()  # the CPUs this process may run on
     torch.manual_seed(0)
     data = build_data({"name": "fashion", "calib_size": 500, "image_size": 32})
     net = Supernet("efficientformerv2", image_size=32, num_classes=10, distillation=False).eval()
