@@ -29,6 +29,7 @@ from typing import Callable
 
 import torch
 
+from experiments.bench_training import build  # eformer-train's Trainer with the main job's default path
 from experiments.common import machine_header, write_result
 from latency_lut.export_pool import pool_workers
 from search.proxy import SupernetProxy
@@ -79,23 +80,12 @@ def scoring_round(net: Supernet, data, space: SearchSpace, start: ArchConfig, n:
     return out
 
 
-def trainer(root: Path, name: str):
-    from conf import compose
-    from conf.schemas import TrainApp, register_schemas, typed
-    from supernet.train.trainer import Trainer
-
-    register_schemas()
-    t = Trainer(typed(compose("eformer_train", [f"run_dir={root / name}", "train.progress=false"]), TrainApp))
-    t.resume(t.build())
-    return t
-
-
 def training_round(root: Path, steps: int, n: int) -> dict[str, float]:
     """Seconds per sandwich step both ways (``processes``: per step of all ``n`` trainers together)."""
     out = {}
     for way in ("threads", "processes"):
         if way == "threads":
-            t = trainer(root, f"{way}-{time.monotonic_ns()}")
+            t = build("default", root / f"{way}-{time.monotonic_ns()}")
             batches = iter(t.data.train_loader(t.t.batch_size, 0))
             t.train_step(*next(batches), 0)  # untimed first step
             start = time.perf_counter()
@@ -103,7 +93,7 @@ def training_round(root: Path, steps: int, n: int) -> dict[str, float]:
                 t.train_step(*next(batches), 0)
             out[way] = (time.perf_counter() - start) / steps
         else:
-            trainers = [trainer(root, f"{way}{r}-{time.monotonic_ns()}") for r in range(n)]
+            trainers = [build("default", root / f"{way}{r}-{time.monotonic_ns()}") for r in range(n)]
             for t in trainers:
                 t.train_step(*next(iter(t.data.train_loader(t.t.batch_size, 0))), 0)
 

@@ -21,6 +21,7 @@ from conf import compose
 from conf.schemas import ProxySchema, typed
 from experiments.common import machine_header, write_result
 from search.app import file_digest, run_search
+from search.pipeline import search_inputs, slimming_stage_overrides
 from search.proxies import build_proxy
 from search.results import arch_of, load_study
 from supernet.elastic import Supernet
@@ -31,15 +32,11 @@ BUDGETS = ("s0", "s1", "s2", "l")
 def slimming_runs(work: Path, root: Path, val_images: Optional[int]) -> dict[str, dict[str, Any]]:
     """The main job's slimming searches on ``work``'s supernet and LUT, scoring ``val_images`` (None: all)."""
     pipeline = compose("eformer_pipeline", [f"work_dir={work}"])
-    lut = next((work / "lut").glob("*.parquet"))
-    cache = root / "cache.jsonl"
-    runs = {}
-    for b in BUDGETS:
-        runs[b] = run_search(compose("eformer_search", [
-            "search=slimming", *pipeline.slimming_overrides, f"budget={b}", f"supernet={work / 'supernet' / 'supernet.pt'}",
-            f"lut_file={lut}", f"proxy.cache={cache}", f"proxy.val_images={'null' if val_images is None else val_images}",
-            f"run_dir={root / b}", "progress=false"]))
-    return runs
+    inputs = search_inputs(pipeline, work / "supernet" / "supernet.pt", next((work / "lut").glob("*.parquet")),
+                           root / "cache.jsonl")
+    part = [f"proxy.val_images={'null' if val_images is None else val_images}", "progress=false"]
+    return {b: run_search(compose("eformer_search", slimming_stage_overrides(pipeline, b, root / b, inputs) + part))
+            for b in BUDGETS}
 
 
 def whole_split_scores(work: Path, cache: Path, runs: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:

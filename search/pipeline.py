@@ -75,6 +75,16 @@ def lut_stage(cfg: DictConfig) -> Path:
     return out
 
 
+def search_inputs(cfg: DictConfig, supernet: str | Path, lut: str | Path, cache: str | Path) -> list[str]:
+    """What every search stage of the main job is given: the supernet, the LUT, the shared proxy cache, the device."""
+    return [f"supernet={supernet}", f"lut_file={lut}", f"proxy.cache={cache}", f"compute_device={cfg.compute_device}"]
+
+
+def slimming_stage_overrides(cfg: DictConfig, budget: str, run_dir: str | Path, inputs: list[str]) -> list[str]:
+    """The eformer-search overrides of the main job's slimming to ``budget`` (its ``slimming_overrides`` last)."""
+    return ["search=slimming", f"budget={budget}", f"run_dir={run_dir}", *inputs, *cfg.slimming_overrides]
+
+
 def search_stage(overrides: list[str]) -> dict[str, Any]:
     cfg = compose("eformer_search", overrides)
     run_file = Path(cfg.run_dir) / RUN_FILE
@@ -130,14 +140,12 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
     banner(2, n, f"supernet over the space {cfg.search_space} on the embedded Fashion-MNIST subset (eformer-train)")
     supernet = run_training(compose("eformer_train", [f"compute_device={cfg.compute_device}", f"space={cfg.search_space}",
                                                       *cfg.train_overrides]))
-    common = [f"supernet={supernet}", f"lut_file={lut_path}", f"proxy.cache={work}/search/proxy-cache.jsonl",
-              f"compute_device={cfg.compute_device}"]
+    common = search_inputs(cfg, supernet, lut_path, f"{work}/search/proxy-cache.jsonl")
     clock.lap("supernet training")
     banner(3, n, f"search (eformer-search): slimming to {', '.join(b.upper() for b in cfg.budgets)}, then NSGA-II")
     runs = {}
     for b in cfg.budgets:
-        runs[b] = search_stage(["search=slimming", f"budget={b}", f"run_dir={work}/search/slimming-{b}",
-                                *common, *cfg.slimming_overrides])
+        runs[b] = search_stage(slimming_stage_overrides(cfg, b, f"{work}/search/slimming-{b}", common))
         clock.lap(f"slimming to {b.upper()}")
     nsga = search_stage(["search=nsga2", f"run_dir={work}/search/nsga2", *common, *cfg.nsga2_overrides])
     clock.lap("NSGA-II")
