@@ -10,20 +10,18 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from conf.schemas import LutApp, check_config, register_schemas
-from latency_lut.backends import make_backend
-from latency_lut.build import build_lut
-from latency_lut.check import check_lut, format_check
-from latency_lut.lut import LatencyLUT, warn_if_foreign
-from latency_lut.timing import Protocol
-from latency_lut.validate import validate_lut
 from supernet.arch import ArchConfig
 from supernet.errors import UserError, report_user_errors, run_hydra_app
 from supernet.space import SearchSpace
+
+if TYPE_CHECKING:  # torch, onnxruntime and pandas load in run_lut: a mistake in the options is reported first
+    from latency_lut.timing import Protocol
 
 register_schemas()
 
@@ -31,6 +29,8 @@ COMMANDS = ("build", "validate", "show", "predict", "check")
 
 
 def _protocol(cfg: DictConfig) -> Protocol:
+    from latency_lut.timing import Protocol
+
     return Protocol(**OmegaConf.to_container(cfg, resolve=True))
 
 
@@ -53,6 +53,12 @@ def format_validation(rep: dict) -> str:
 def run_lut(cfg: DictConfig) -> dict:
     """Run ``cfg.command`` and return a small summary."""
     check_config(cfg, app=LutApp)
+    from latency_lut.backends import make_backend
+    from latency_lut.build import build_lut
+    from latency_lut.check import check_lut, format_check
+    from latency_lut.lut import LatencyLUT, warn_if_foreign
+    from latency_lut.validate import validate_lut
+
     space = SearchSpace.from_dict(OmegaConf.to_container(cfg.space, resolve=True))
     out = Path(cfg.out)
     if cfg.command == "show":

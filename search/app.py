@@ -16,27 +16,22 @@ import json
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import hydra
-import optuna
-import torch
 from omegaconf import DictConfig, OmegaConf
-from optuna.storages import BaseStorage
 
 from conf.schemas import ProxySchema, SearchApp, check_config, register_schemas, typed
-from latency_lut.lut import LatencyLUT, warn_if_foreign
-from search.budgets import Budget, budget_name, resolve_budget
-from search.metrics import CandidateEvaluator, resolve_mes
-from search.proxies import build_proxy, proxy_description
-from search.results import RUN_FILE, RUN_FORMAT, completed
-from search.storage import dashboard_target, open_storage, storage_url
-from search.strategies import SearchContext, get_strategy
-from supernet.arch import PRESETS, ArchConfig
-from supernet.compute import resolve_device
-from supernet.elastic import Supernet
+from search.budgets import Budget, budget_name
 from supernet.errors import UserError, report_user_errors, run_hydra_app
-from supernet.io_utils import atomic_write_text, make_dir
+
+if TYPE_CHECKING:  # torch, optuna and pandas load in the functions that use them: a mistake in the options is reported first
+    import optuna
+    from optuna.storages import BaseStorage
+
+    from latency_lut.lut import LatencyLUT
+    from search.metrics import CandidateEvaluator
+    from supernet.elastic import Supernet
 
 register_schemas()
 
@@ -78,6 +73,8 @@ def default_study_name(strategy: str, budget: Budget, settings: dict[str, Any]) 
 def open_study(storage: BaseStorage, url: str, name: str, directions: list[str], settings: dict[str, Any],
                metric_names: Sequence[str]) -> optuna.Study:
     """Create or continue study ``name`` in ``storage`` (opened from ``url``); refuse one made with other settings."""
+    import optuna
+
     study = optuna.create_study(study_name=name, storage=storage, directions=directions, load_if_exists=True)
     if study.metric_names != list(metric_names):  # labels the axes of optuna-dashboard and optuna.visualization
         with warnings.catch_warnings():
@@ -96,6 +93,8 @@ def open_study(storage: BaseStorage, url: str, name: str, directions: list[str],
 
 def preset_points(supernet: Supernet, evaluator: CandidateEvaluator) -> dict[str, dict[str, Any]]:
     """The released presets that are members of the space, scored like every candidate (for plots and tables)."""
+    from supernet.arch import PRESETS, ArchConfig
+
     out = {}
     for name in PRESETS:
         arch = supernet.member(ArchConfig.preset(name))
@@ -107,6 +106,19 @@ def preset_points(supernet: Supernet, evaluator: CandidateEvaluator) -> dict[str
 def run_search(cfg: DictConfig) -> dict[str, Any]:
     """Run (or continue) the study described by ``cfg``; write ``<run_dir>/search.json``; return it."""
     check_config(cfg, app=SearchApp)
+    import torch
+
+    from latency_lut.lut import LatencyLUT, warn_if_foreign
+    from search.budgets import resolve_budget
+    from search.metrics import CandidateEvaluator, resolve_mes
+    from search.proxies import build_proxy, proxy_description
+    from search.results import RUN_FILE, RUN_FORMAT, completed
+    from search.storage import dashboard_target, open_storage, storage_url
+    from search.strategies import SearchContext, get_strategy
+    from supernet.compute import resolve_device
+    from supernet.elastic import Supernet
+    from supernet.io_utils import atomic_write_text, make_dir
+
     resolve_device(cfg.compute_device)  # before any work: a missing GPU is a one-line error
     started = time.time()
     if cfg.get("threads"):
@@ -176,6 +188,8 @@ def run_search(cfg: DictConfig) -> dict[str, Any]:
 @hydra.main(config_path="../conf", config_name="eformer_search", version_base="1.3")
 @report_user_errors("eformer-search")
 def _hydra_main(cfg: DictConfig) -> None:
+    import optuna
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     run_search(cfg)
 

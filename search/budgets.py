@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Mapping, Optional
 
-from latency_lut.lut import LatencyLUT
 from supernet.arch import PRESETS, ArchConfig
 from supernet.errors import UserError
 from supernet.signatures import count_params
 from supernet.space import SearchSpace
+
+if TYPE_CHECKING:  # the LUT (pandas, torch) is not loaded for the config resolver budget_name
+    from latency_lut.lut import LatencyLUT
 
 
 @dataclasses.dataclass(frozen=True)

@@ -24,13 +24,7 @@ from omegaconf.errors import OmegaConfBaseException
 from conf import compose
 from conf.schemas import CONF_DIR, LutApp, PipelineApp, SearchApp, TrainApp, check_config, register_schemas
 from latency_lut.app import run_lut
-from latency_lut.lut import LatencyLUT
-from latency_lut.timing import Protocol
 from search.app import run_search
-from search.export_arch import export_arch
-from search.report import format_rows, proxy_noise_lines, released_vs_derived
-from search.results import RUN_FILE, read_run
-from supernet.compute import resolve_device
 from supernet.errors import UserError, composition_error, report_user_errors, run_hydra_app
 from supernet.io_utils import atomic_write_text, make_dir
 from supernet.train.app import run_training
@@ -62,6 +56,8 @@ def banner(i: int, n: int, text: str) -> None:
 
 
 def lut_stage(cfg: DictConfig) -> Path:
+    from latency_lut.lut import LatencyLUT
+
     over = [f"space={cfg.search_space}", *cfg.lut_overrides]
     lut_cfg = compose("eformer_lut", ["command=build", *over])
     out = Path(lut_cfg.out)
@@ -86,6 +82,8 @@ def slimming_stage_overrides(cfg: DictConfig, budget: str, run_dir: str | Path, 
 
 
 def search_stage(overrides: list[str]) -> dict[str, Any]:
+    from search.results import RUN_FILE, read_run
+
     cfg = compose("eformer_search", overrides)
     run_file = Path(cfg.run_dir) / RUN_FILE
     if run_file.is_file():
@@ -97,6 +95,9 @@ def search_stage(overrides: list[str]) -> dict[str, Any]:
 
 
 def export_stage(run_dir: str, which: str, onnx: bool = True, exporter: str = "fast") -> dict[str, Any]:
+    from search.export_arch import export_arch
+    from search.results import RUN_FILE
+
     manifest = Path(run_dir) / "export" / "export.json"
     if manifest.is_file() and manifest.stat().st_mtime >= (Path(run_dir) / RUN_FILE).stat().st_mtime:
         return json.loads(manifest.read_text())
@@ -127,8 +128,13 @@ def check_stage_overrides(cfg: DictConfig) -> None:
 
 def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
     check_config(cfg, app=PipelineApp)
-    resolve_device(cfg.compute_device)  # before any stage: a missing GPU is a one-line error
     check_stage_overrides(cfg)
+    from latency_lut.lut import LatencyLUT  # torch, pandas and onnxruntime load once the options are checked
+    from latency_lut.timing import Protocol
+    from search.report import format_rows, proxy_noise_lines, released_vs_derived
+    from supernet.compute import resolve_device
+
+    resolve_device(cfg.compute_device)  # before any stage: a missing GPU is a one-line error
     started = time.time()
     work = make_dir(Path(cfg.work_dir), "work_dir")
     n = 5

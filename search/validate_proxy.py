@@ -25,28 +25,21 @@ import random
 import statistics
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
-import torch
 from omegaconf import DictConfig
-from tqdm import tqdm
 
 from conf.schemas import ValidateProxyApp, check_config, register_schemas, typed
-from latency_lut.lut import LatencyLUT, warn_if_foreign
-from search.fidelity import fidelity
-from search.params import arch_hash
-from search.proxies import supernet_data
-from search.proxy import SupernetProxy
-from search.standalone import standalone_run_dir, train_standalone
 from supernet.arch import ArchConfig
-from supernet.compute import resolve_device
-from supernet.data import build_data
-from supernet.elastic import Supernet
 from supernet.errors import UserError, report_user_errors
 from supernet.io_utils import atomic_write, atomic_write_text, make_dir
 from supernet.plotting import pyplot
 from supernet.signatures import count_params
+
+if TYPE_CHECKING:  # torch, optuna, scipy and pandas load in the functions that use them: option mistakes come first
+    from latency_lut.lut import LatencyLUT
+    from supernet.elastic import Supernet
 
 register_schemas()
 
@@ -55,6 +48,8 @@ def stratified_members(supernet: Supernet, lut: LatencyLUT, n: int, pool: int, s
                        ) -> tuple[list[ArchConfig], list[float]]:
     """``n`` distinct random members spread over LUT latency, and the latency edges of their bins: a pool of
     distinct members sorted by latency, cut into ``n`` equal-count (quantile) bins, one member drawn from each."""
+    from search.params import arch_hash
+
     if n < 3:
         raise UserError(f"members: {n} is too few for a rank correlation (at least 3)")
     distinct = supernet.space.num_members()
@@ -110,6 +105,19 @@ def run_validate_proxy(cfg: DictConfig) -> dict[str, Any]:
     """Score, train and compare; write the report files under ``cfg.run_dir``; return the summary."""
     check_config(cfg, app=ValidateProxyApp)
     s: ValidateProxyApp = typed(cfg, ValidateProxyApp)
+    import torch
+    from tqdm import tqdm
+
+    from latency_lut.lut import LatencyLUT, warn_if_foreign
+    from search.fidelity import fidelity
+    from search.params import arch_hash
+    from search.proxies import supernet_data
+    from search.proxy import SupernetProxy
+    from search.standalone import standalone_run_dir, train_standalone
+    from supernet.compute import resolve_device
+    from supernet.data import build_data
+    from supernet.elastic import Supernet
+
     device = resolve_device(s.compute_device)  # before any work: a missing GPU is a one-line error
     started = time.time()
     if s.threads:

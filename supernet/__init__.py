@@ -1,30 +1,33 @@
 """EfficientFormerV2 models: ArchConfig, the static network, its analytic costs, checkpoint
-conversion, deploy form and ONNX export; the weight-sharing supernet and its training."""
-import supernet.dimensions  # noqa: F401  (the per-block dimensions register their block options)
-from supernet.arch import ArchConfig, ArchConfigError, BlockConfig, StageConfig
-from supernet.convert import CheckpointError, convert_state_dict, load_checkpoint
-from supernet.deploy import fuse
-from supernet.errors import UserError
-from supernet.model import EfficientFormerV2, build_model, build_piece
-from supernet.onnx_export import export_onnx
-from supernet.signatures import BlockSignature, arch_signatures, count_macs, count_params
+conversion, deploy form and ONNX export; the weight-sharing supernet and its training.
 
-__all__ = [
-    "ArchConfig",
-    "ArchConfigError",
-    "BlockConfig",
-    "BlockSignature",
-    "CheckpointError",
-    "EfficientFormerV2",
-    "StageConfig",
-    "UserError",
-    "arch_signatures",
-    "build_model",
-    "build_piece",
-    "convert_state_dict",
-    "count_macs",
-    "count_params",
-    "export_onnx",
-    "fuse",
-    "load_checkpoint",
-]
+The package's names load on first use (PEP 562), so what needs only the configs (``supernet.arch``,
+``supernet.errors``, ...) does not import torch: a CLI reports a mistake in its options in a fraction
+of a second instead of after torch has loaded."""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import supernet.dimensions  # noqa: F401  (the per-block dimensions register their block options)
+
+_HOME = {  # public name -> the module that defines it
+    "ArchConfig": "supernet.arch", "ArchConfigError": "supernet.arch", "BlockConfig": "supernet.arch",
+    "StageConfig": "supernet.arch", "CheckpointError": "supernet.convert", "convert_state_dict": "supernet.convert",
+    "load_checkpoint": "supernet.convert", "fuse": "supernet.deploy", "UserError": "supernet.errors",
+    "EfficientFormerV2": "supernet.model", "build_model": "supernet.model", "build_piece": "supernet.model",
+    "export_onnx": "supernet.onnx_export", "BlockSignature": "supernet.signatures",
+    "arch_signatures": "supernet.signatures", "count_macs": "supernet.signatures", "count_params": "supernet.signatures",
+}
+
+__all__ = sorted(_HOME)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOME:
+        raise AttributeError(f"module 'supernet' has no attribute {name!r}")
+    return getattr(importlib.import_module(_HOME[name]), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_HOME))

@@ -21,9 +21,7 @@ import hydra
 from omegaconf import DictConfig
 
 from conf.schemas import TrainApp, check_config, register_schemas, typed
-from supernet.compute import resolve_device
 from supernet.errors import report_user_errors, run_hydra_app
-from supernet.train.trainer import Trainer
 
 register_schemas()
 
@@ -34,6 +32,9 @@ def run_training(cfg: DictConfig | TrainApp) -> Path:
     if not isinstance(cfg, TrainApp):
         check_config(cfg, app=TrainApp)
         cfg = typed(cfg, TrainApp)
+    from supernet.compute import resolve_device  # torch loads after the options are checked
+    from supernet.train.trainer import Trainer
+
     resolve_device(cfg.compute_device)  # before any work (torchrun ranks resolve their own GPU again)
     return Trainer(cfg).run()
 
