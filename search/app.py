@@ -188,6 +188,7 @@ def run_search(cfg: DictConfig) -> dict[str, Any]:
 @hydra.main(config_path="../conf", config_name="eformer_search", version_base="1.3")
 @report_user_errors("eformer-search")
 def _hydra_main(cfg: DictConfig) -> None:
+    check_config(cfg, app=SearchApp)  # before optuna loads: a mistake in the options is reported at once
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -88,6 +89,27 @@ def test_importing_conf_loads_none_of_our_packages():
            "('supernet', 'latency_lut', 'search')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("entry, argv, message", [
+    ("search.app", ["eformer-search", "search=anneal"], "eformer-search: error: In 'eformer_search': Could not find 'search/anneal'"),
+    ("search.app", ["eformer-search", "budget.latency_ms=-1"], "eformer-search: error: budget.latency_ms: -1.0 must be > 0"),
+    ("search.app", ["eformer-search", "validate-proxy", "members=2"], "eformer-search validate-proxy: error: members: 2 must be >= 3"),
+    ("latency_lut.app", ["eformer-lut", "build", "lut.repeats=0"], "eformer-lut: error: lut.repeats: Key 'repeats' not in"),
+    ("supernet.train.app", ["eformer-train", "train.epochs=0"], "eformer-train: error: train.epochs: 0 must be >= 1"),
+    ("search.pipeline", ["eformer-pipeline", "budgets=[s9]"], "eformer-pipeline: error: budgets: ['s9'] give a non-empty"),
+])
+def test_option_errors_are_reported_before_torch_loads(entry, argv, message, tmp_path):
+    """A mistake in the options is a one-line error from the config checks alone: torch (and pandas, optuna,
+    onnxruntime) load only once the job runs, so the user hears of a typo in a fraction of a second."""
+    code = (f"import sys; sys.argv = {argv!r}; from {entry} import main\n"
+            "try:\n    main()\nexcept SystemExit as e:\n    code = e.code\n"
+            "heavy = sorted(m for m in ('torch', 'pandas', 'optuna', 'onnxruntime') if m in sys.modules)\n"
+            "print(code, heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.stdout.strip() == "2 []", (out.stdout, out.stderr[-800:])
+    assert out.stderr.strip().startswith(message) and len(out.stderr.strip().splitlines()) == 1, out.stderr
 
 
 def test_a_strategy_is_a_documented_abc_with_typed_settings():
