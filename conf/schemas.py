@@ -27,6 +27,8 @@ DYNAMO_MIN_OPSET = 18  # the lowest opset the torch.export-based exporter writes
 DEFAULT_OPSET = DYNAMO_MIN_OPSET
 MIN_OPSET = 17  # TorchScript exporter only
 MAX_OPSET = 21  # the newest opset torch's exporter and onnxruntime both take here
+EXPORTERS = ("auto", "dynamo", "torchscript", "fast")  # supernet/onnx_export.py's ONNX exporters
+CHECKPOINT_SOURCES = ("official", "timm", "ours")  # the checkpoint layouts supernet/convert.py reads
 
 
 def group_options(group: str) -> tuple[str, ...]:
@@ -352,7 +354,7 @@ class PipelineApp:
     slimming_overrides: List[str] = setting([])
     nsga2_overrides: List[str] = setting([])
     measure: MeasureSchema = dataclasses.field(default_factory=MeasureSchema)
-    exporter: str = setting("fast", choices=("auto", "dynamo", "torchscript", "fast"))
+    exporter: str = setting("fast", choices=EXPORTERS)
     compute_device: str = "auto"
     progress: bool = True
 

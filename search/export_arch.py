@@ -10,7 +10,6 @@ Plus ``trials.csv`` (every trial), ``pareto.png`` (proxy top-1 vs LUT latency, p
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 from pathlib import Path
@@ -21,7 +20,7 @@ from search.strategies import get_strategy
 from supernet.elastic import Supernet
 from supernet.errors import UserError
 from supernet.io_utils import atomic_torch_save, atomic_write, atomic_write_text, check_output_dir, make_dir
-from supernet.onnx_export import EXPORTERS, check_onnx_parity, export_onnx
+from supernet.onnx_export import check_onnx_parity, export_onnx
 from supernet.plotting import pyplot
 
 
@@ -86,7 +85,7 @@ def plot_path(steps: list, run: dict[str, Any], path: Path) -> None:
 
 def export_trial(trial, run: dict[str, Any], supernet: Supernet, out: Path, onnx: bool,
                  exporter: str = "auto") -> dict[str, Any]:
-    """Write the YAML, weights and ONNX (``exporter``: see :data:`supernet.onnx_export.EXPORTERS`) of one trial;
+    """Write the YAML, weights and ONNX (``exporter``: see :data:`conf.schemas.EXPORTERS`) of one trial;
     returns the manifest entry."""
     name = f"{run['strategy']}-{run['budget']['name']}-t{trial.number}"
     deployed = arch_of(trial).replace(name=name, **run["deploy_context"])
@@ -153,23 +152,3 @@ def export_arch(run_dir: str | Path, which: str | int = "best", out: str | Path 
                   f"{e['params'] / 1e6:.3f} M -> {e['yaml']}, {e['weights']}" + (f", {e['onnx']}" if "onnx" in e else ""))
         print(f"trials: {target / 'trials.csv'} ({len(frame)} rows); plots: {', '.join(plots.values())}")
     return manifest
-
-
-def cmd_arch(args: argparse.Namespace) -> None:
-    which: str | int = args.trial if args.trial is not None else ("pareto" if args.pareto else "best")
-    export_arch(args.run, which, args.out, not args.no_onnx, exporter=args.exporter)
-
-
-def add_arch_parser(sub: Any) -> None:
-    p = sub.add_parser("arch", help="export searched architectures (YAML, weights, ONNX, trials CSV, plots)")
-    p.add_argument("--run", required=True, help="an eformer-search run directory (holds search.json)")
-    which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--best", action="store_true", help="the run's best member (slimming: the end of the path)")
-    which.add_argument("--pareto", action="store_true", help="every member on the feasible accuracy-latency front")
-    which.add_argument("--trial", type=int, help="one trial by number")
-    p.add_argument("--out", help="output directory (default: <run>/export)")
-    p.add_argument("--no-onnx", action="store_true", help="skip the ONNX files")
-    p.add_argument("--exporter", choices=EXPORTERS, default="auto",
-                   help="auto (default): the torch.export-based exporter, TorchScript where it fails; fast: TorchScript "
-                        "first (5-10x quicker to export, the same latency: experiments/results/bench_exporters.md)")
-    p.set_defaults(func=cmd_arch)

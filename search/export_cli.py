@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import NoReturn, Optional, Sequence
+from typing import TYPE_CHECKING, NoReturn, Optional, Sequence
 
-from conf.schemas import DEFAULT_OPSET, DYNAMO_MIN_OPSET, MAX_OPSET, MIN_OPSET
-from search.export_arch import add_arch_parser
+from conf.schemas import CHECKPOINT_SOURCES, DEFAULT_OPSET, DYNAMO_MIN_OPSET, EXPORTERS, MAX_OPSET, MIN_OPSET
 from supernet.arch import ArchConfig
-from supernet.convert import SOURCES, convert_state_dict, load_converted, read_checkpoint
 from supernet.errors import UserError, report_user_errors
 from supernet.io_utils import atomic_torch_save, check_output, safe_torch_load
-from supernet.model import EfficientFormerV2, build_model
-from supernet.onnx_export import EXPORTERS, check_onnx_parity, export_onnx
+
+if TYPE_CHECKING:  # torch loads in the commands: a mistake in the flags is reported first
+    from supernet.model import EfficientFormerV2
 
 
 def weights_arch(weights: str) -> ArchConfig:
@@ -35,9 +34,13 @@ def load_network(arch: Optional[str], weights: Optional[str], source: str, image
     if arch is None:
         if not weights:
             raise UserError("--arch: required unless --weights records its architecture")
-        model = build_model(weights_arch(weights).replace(**overrides))
+        config = weights_arch(weights).replace(**overrides)
     else:
-        model = build_model(ArchConfig.resolve(arch, **overrides))
+        config = ArchConfig.resolve(arch, **overrides)  # a bad --arch is reported before torch loads
+    from supernet.convert import convert_state_dict, load_converted, read_checkpoint
+    from supernet.model import build_model
+
+    model = build_model(config)
     if weights:
         load_converted(model, convert_state_dict(read_checkpoint(weights), source), weights)
     return model.eval()
@@ -61,6 +64,8 @@ def cmd_onnx(args: argparse.Namespace) -> None:
             raise UserError("--out: empty; give a file path (omit --out for <arch name>.onnx)")
         check_output(Path(args.out), args.weights)
     model = load_network(args.arch, args.weights, args.source, args.image_size)
+    from supernet.onnx_export import check_onnx_parity, export_onnx
+
     size = model.arch.image_size
     out = check_output(Path(args.out if args.out is not None else f"{model.arch.name}.onnx"), args.weights)
     diffs: list[float] = []
@@ -70,6 +75,13 @@ def cmd_onnx(args: argparse.Namespace) -> None:
     if diffs:
         msg += f"; onnxruntime max |diff| vs PyTorch = {diffs[0]:.2e}"
     print(msg)
+
+
+def cmd_arch(args: argparse.Namespace) -> None:
+    from search.export_arch import export_arch
+
+    which: str | int = args.trial if args.trial is not None else ("pareto" if args.pareto else "best")
+    export_arch(args.run, which, args.out, not args.no_onnx, exporter=args.exporter)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -86,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("convert", help="convert a release/timm checkpoint to this project's layout")
     p.add_argument("--src", required=True, help="checkpoint file (release {'model': ...}, bare or timm state dict)")
     p.add_argument("--arch", required=True, help="preset name (s0, s1, s2, l) or ArchConfig YAML")
-    p.add_argument("--source", choices=SOURCES, default="official", help="layout of --src")
+    p.add_argument("--source", choices=CHECKPOINT_SOURCES, default="official", help="layout of --src")
     p.add_argument("--out", required=True, help="output state dict (.pth)")
     p.set_defaults(func=cmd_convert)
 
@@ -94,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arch", help="preset name (s0, s1, s2, l) or ArchConfig YAML (default: the architecture "
                                    "recorded in --weights, for files from eformer-export arch / eformer-train fine-tuning)")
     p.add_argument("--weights", help="state dict to load (default: random init)")
-    p.add_argument("--source", choices=SOURCES, default="ours", help="layout of --weights")
+    p.add_argument("--source", choices=CHECKPOINT_SOURCES, default="ours", help="layout of --weights")
     p.add_argument("--image-size", type=int, help="override the architecture's image size")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET,
                    help=f"ONNX opset ({MIN_OPSET}..{MAX_OPSET}, default {DEFAULT_OPSET}; 17 only with the TorchScript exporter)")
@@ -105,7 +117,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-check", action="store_true", help="skip the onnxruntime parity check")
     p.set_defaults(func=cmd_onnx)
 
-    add_arch_parser(sub)
+    p = sub.add_parser("arch", help="export searched architectures (YAML, weights, ONNX, trials CSV, plots)")
+    p.add_argument("--run", required=True, help="an eformer-search run directory (holds search.json)")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--best", action="store_true", help="the run's best member (slimming: the end of the path)")
+    which.add_argument("--pareto", action="store_true", help="every member on the feasible accuracy-latency front")
+    which.add_argument("--trial", type=int, help="one trial by number")
+    p.add_argument("--out", help="output directory (default: <run>/export)")
+    p.add_argument("--no-onnx", action="store_true", help="skip the ONNX files")
+    p.add_argument("--exporter", choices=EXPORTERS, default="auto",
+                   help="auto (default): the torch.export-based exporter, TorchScript where it fails; fast: TorchScript "
+                        "first (5-10x quicker to export, the same latency: experiments/results/bench_exporters.md)")
+    p.set_defaults(func=cmd_arch)
     return parser
 
 

@@ -15,10 +15,9 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from conf.schemas import CHECKPOINT_SOURCES as SOURCES
 from supernet.errors import UserError
 from supernet.io_utils import safe_torch_load
-
-SOURCES = ("official", "timm", "ours")
 
 
 class CheckpointError(UserError):

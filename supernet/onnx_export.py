@@ -11,12 +11,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from conf.schemas import DEFAULT_OPSET, DYNAMO_MIN_OPSET, MIN_OPSET
+from conf.schemas import DEFAULT_OPSET, DYNAMO_MIN_OPSET, EXPORTERS, MIN_OPSET
 from supernet.deploy import fuse
 from supernet.errors import UserError
 from supernet.io_utils import atomic_write
 
-EXPORTERS = ("auto", "dynamo", "torchscript", "fast")
 # which exporters each choice tries, in order; "fast" (TorchScript first) times pieces and whole networks in LUT
 # builds and validations, and writes the main job's exports: TorchScript exports 5-10x faster, and after
 # onnxruntime's optimisations both exporters' graphs are the same and run alike (experiments/results/bench_exporters.md)

@@ -98,6 +98,9 @@ def test_importing_conf_loads_none_of_our_packages():
     ("latency_lut.app", ["eformer-lut", "build", "lut.repeats=0"], "eformer-lut: error: lut.repeats: Key 'repeats' not in"),
     ("supernet.train.app", ["eformer-train", "train.epochs=0"], "eformer-train: error: train.epochs: 0 must be >= 1"),
     ("search.pipeline", ["eformer-pipeline", "budgets=[s9]"], "eformer-pipeline: error: budgets: ['s9'] give a non-empty"),
+    ("search.export_cli", ["eformer-export", "onnx", "--arch", "s7"], "eformer-export: error: arch 's7' is neither a preset"),
+    ("search.export_cli", ["eformer-export", "onnx", "--arch", "s0", "--opset", "13"], "eformer-export: error: --opset: 13 is below"),
+    ("search.export_cli", ["eformer-export", "arch", "--run", "r", "--exporter", "x"], "eformer-export arch: error: argument --exporter"),
 ])
 def test_option_errors_are_reported_before_torch_loads(entry, argv, message, tmp_path):
     """A mistake in the options is a one-line error from the config checks alone: torch (and pandas, optuna,
