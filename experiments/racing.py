@@ -1,10 +1,12 @@
 """Racing vs exhaustive slimming, side by side in one run on the main job's supernet and LUT.
 
-    python -m experiments.racing [--work runs/pipeline] [--budgets s0,s1]
+    python -m experiments.racing [--work runs/pipeline] [--budgets s0,s1] [--settings pipeline|paper]
 
-For each budget, slimming runs twice with the pipeline's settings (stage-wise expansions, 6 moves per
-step), each with its own empty proxy cache: exhaustive (every candidate scored on the whole split) and
-racing (screened on a class-balanced fifth, confirmed on the whole split). Reported: whole-split
+For each budget, slimming runs twice, each with its own empty proxy cache: exhaustive (every candidate
+scored on the whole split) and racing (screened on a class-balanced fifth, confirmed on the whole split).
+``--settings pipeline`` (results/racing.md): the main job's quick settings (stage-wise expansions, 6 moves
+per step); ``paper`` (results/racing_paper.md): eformer-search's slimming defaults, the paper's walk (one
+FFN's expansion at a time, one move per step). Reported: whole-split
 evaluations, screenings, wall time, the members each path chose and the final member's proxy loss with
 its bootstrap noise. Needs ``eformer-pipeline`` to have run (its LUT and supernet), or builds them.
 """
@@ -19,17 +21,22 @@ from typing import Callable
 
 from experiments.common import machine_header, write_result
 
-QUICK = ["search.expansion_scope=stage", "search.moves_per_step=6"]
+SETTINGS = {  # name -> (overrides of search=slimming, the result's name, its title)
+    "pipeline": (["search.expansion_scope=stage", "search.moves_per_step=6"], "racing", "the main job's settings"),
+    "paper": ([], "racing_paper", "eformer-search's slimming defaults: the paper's walk"),
+}
 
 
-def run(work: Path, budget: str, race: bool, out: Path) -> dict:
-    """One slimming run with the pipeline's settings and an empty proxy cache: its time, counts, path and best."""
+def run(work: Path, budget: str, race: bool, out: Path, settings: str = "pipeline") -> dict:
+    """One slimming run with ``settings`` (a :data:`SETTINGS` name) and an empty proxy cache: its time, counts, path
+    and best."""
     from conf import compose
     from search.app import run_search
 
     cfg = compose("eformer_search", ["search=slimming", f"budget={budget}", f"supernet={work}/supernet",
                                      f"lut_file={work}/lut/ort-cpu-efficientformerv2-224.parquet", "storage=memory",
-                                     "proxy.cache=null", "progress=false", f"run_dir={out}", *QUICK, f"search.race={str(race).lower()}"])
+                                     "proxy.cache=null", "progress=false", f"run_dir={out}", *SETTINGS[settings][0],
+                                     f"search.race={str(race).lower()}"])
     t = time.time()
     rec = run_search(cfg)
     return {"race": race, "seconds": time.time() - t, "evaluations": rec["evaluations"],
@@ -69,17 +76,19 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--work", type=Path, default=Path("runs/pipeline"))
     ap.add_argument("--budgets", default="s0,s1")
+    ap.add_argument("--settings", choices=sorted(SETTINGS), default="pipeline")
     args = ap.parse_args()
+    _, name, title = SETTINGS[args.settings]
     if not (args.work / "supernet" / "supernet.pt").is_file():
         raise SystemExit(f"{args.work}: run eformer-pipeline first (its supernet and LUT are the inputs)")
     rows = []
     for b in args.budgets.split(","):
         for race in (False, True):  # exhaustive first, then racing, on the same supernet and LUT
-            r = run(args.work, b, race, Path("runs/racing") / f"{b}-{'race' if race else 'exhaustive'}")
+            r = run(args.work, b, race, Path("runs") / name / f"{b}-{'race' if race else 'exhaustive'}", args.settings)
             r["budget"] = b
             rows.append(r)
             print(json.dumps({k: v for k, v in r.items() if k != "path"}), flush=True)
-    lines = ["# Racing vs exhaustive slimming (the main job's settings)", "", machine_header(), "",
+    lines = [f"# Racing vs exhaustive slimming ({title})", "", machine_header(), "",
              "Both paths on the same supernet and LUT, each with an empty proxy cache. Whole-split evaluation = BN "
              "recalibration on the 500 calibration images + scoring the 2,500 val images; a screening scores the first "
              "500 (class-balanced) after the same recalibration, and a confirmed candidate's whole-split evaluation "
@@ -98,7 +107,7 @@ def main() -> None:
         differs = f"paths differ (exhaustive {len(ex['path'])} members, racing {len(ra['path'])})"
         lines.append(f"- {b.upper()}: {ex['evaluations'] / max(1, ra['evaluations']):.2f}x fewer whole-split evaluations; "
                      f"{'the same path, member for member' if same else differs}.")
-    write_result("racing", "\n".join(lines) + "\n", {"rows": rows})
+    write_result(name, "\n".join(lines) + "\n", {"rows": rows})
     print("\n".join(lines))
 
 
