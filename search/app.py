@@ -23,7 +23,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from conf.schemas import ProxySchema, SearchApp, check_config, register_schemas, typed
 from search.budgets import Budget, budget_name
+from supernet.arch import PRESETS, ArchConfig
 from supernet.errors import UserError, report_user_errors, run_hydra_app
+from supernet.io_utils import atomic_write_text, make_dir
 
 if TYPE_CHECKING:  # torch, optuna and pandas load in the functions that use them: a mistake in the options is reported first
     import optuna
@@ -93,8 +95,6 @@ def open_study(storage: BaseStorage, url: str, name: str, directions: list[str],
 
 def preset_points(supernet: Supernet, evaluator: CandidateEvaluator) -> dict[str, dict[str, Any]]:
     """The released presets that are members of the space, scored like every candidate (for plots and tables)."""
-    from supernet.arch import PRESETS, ArchConfig
-
     out = {}
     for name in PRESETS:
         arch = supernet.member(ArchConfig.preset(name))
@@ -117,7 +117,6 @@ def run_search(cfg: DictConfig) -> dict[str, Any]:
     from search.strategies import SearchContext, get_strategy
     from supernet.compute import resolve_device
     from supernet.elastic import Supernet
-    from supernet.io_utils import atomic_write_text, make_dir
 
     resolve_device(cfg.compute_device)  # before any work: a missing GPU is a one-line error
     started = time.time()
