@@ -1,7 +1,9 @@
 """Where studies live, and keeping them honest when workers die.
 
 * ``sqlite`` (default): ``<run_dir>/study.db``, one process (or a few on one host).
-* ``journal``: ``<run_dir>/study.journal`` (Optuna's JournalFileBackend), many processes on one host.
+* ``journal``: ``<run_dir>/study.journal`` (Optuna's JournalFileBackend), many processes on one host. Its
+  writers take :class:`JournalFlock`, which the kernel drops when a worker dies holding it; Optuna's default
+  lock, left behind by a SIGKILLed writer, froze every other worker for 30 s.
 * ``url``: any SQLAlchemy URL (``postgresql://user:pw@host/db``, ``mysql+pymysql://...``), many hosts.
 * ``memory``: in-process (benchmarks, tests).
 
@@ -82,7 +84,7 @@ def open_storage(url: str) -> BaseStorage:
         path = journal_path(url)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            return JournalStorage(JournalFileBackend(str(path)))
+            return JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFlock(path)))
         if url.startswith("sqlite:///"):
             db = Path(url[len("sqlite:///"):])
             db.parent.mkdir(parents=True, exist_ok=True)
@@ -96,6 +98,34 @@ def open_storage(url: str) -> BaseStorage:
         first = str(exc).splitlines()[0] if str(exc) else ""
         where = "storage.url" if journal_path(url) is None and not url.startswith("sqlite:///") else "study storage"
         raise UserError(f"{where}: cannot open {url!r} ({type(exc).__name__}: {first[:200]})") from None
+
+
+class JournalFlock:
+    """A journal's writer lock: :func:`~supernet.io_utils.file_lock` on ``<journal>.flock``.
+
+    The kernel releases it when its holder dies, even by SIGKILL, so the next writer goes on at once.
+    Optuna's default (a symlink beside the journal) is broken only after 30 s without a change, and a
+    worker killed while appending left every other worker waiting that long. Each thread's hold is its
+    own (the heartbeat thread writes too), so threads exclude each other like processes do. Writers of
+    one journal must all use it: Optuna's CLI and dashboard only read here. It has the two methods
+    ``JournalFileBackend`` calls (Optuna's base class for them is private).
+    """
+
+    def __init__(self, journal: Path) -> None:
+        self.path = journal.with_name(journal.name + ".flock")
+        self._held = threading.local()
+
+    def acquire(self) -> bool:
+        hold = file_lock(self.path)
+        hold.__enter__()
+        self._held.hold = hold
+        return True
+
+    def release(self) -> None:
+        hold = self._held.__dict__.pop("hold", None)
+        if hold is None:
+            raise RuntimeError(f"{self.path}: released without being held")
+        hold.__exit__(None, None, None)
 
 
 HEARTBEAT = "eformer:heartbeat"  # system attributes: bookkeeping stays out of the user attributes people browse
@@ -140,9 +170,9 @@ class StaleWatch:
     """Fails RUNNING trials whose worker died, judged by what this worker itself saw.
 
     A trial is stale when this worker has watched its ``heartbeat`` stay unchanged for ``grace_s``
-    seconds of its own clock. Wall-clock ages are not used: a lock left by a killed worker stalls
-    every process (heartbeat threads included) for tens of seconds, after which every live heartbeat
-    looks old; and hosts sharing a database do not share a clock. A watch that could not look often
+    seconds of its own clock. Wall-clock ages are not used: a storage stall (a database lock, a slow
+    network file system) freezes every process, heartbeat threads included, after which every live
+    heartbeat looks old; and hosts sharing a database do not share a clock. A watch that could not look often
     enough to tell (a read, or the gap since its last look, longer than ``grace_s / 2``) starts its
     clock over, so only uninterrupted observation condemns a trial.
     """

@@ -14,7 +14,7 @@ from search_assets import cli, overrides
 
 from helpers import kill_when
 from search.results import completed, load_study, read_run
-from search.storage import HEARTBEAT, SURPLUS, StaleWatch, open_storage, trial_id
+from search.storage import HEARTBEAT, SURPLUS, JournalFlock, StaleWatch, open_storage, trial_id
 
 
 @pytest.mark.slow
@@ -68,6 +68,47 @@ def test_killed_worker_loses_nothing_and_rerun_continues(assets, tmp_path):
     assert not [t for t in trials if t.state == TrialState.RUNNING]
     reaped = [t for t in trials if t.user_attrs.get("failed_reason")]
     assert all(t.state == TrialState.FAIL for t in reaped)
+
+
+HOLD_AND_DIE = """
+import os, signal, sys
+from pathlib import Path
+from search.storage import JournalFlock
+JournalFlock(Path(sys.argv[1])).acquire()
+print("held", flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_writer_killed_holding_the_journal_lock_stalls_no_one(tmp_path):
+    """Optuna's default journal lock, left by a SIGKILLed writer, is broken only after 30 s; ours goes at once."""
+    journal = tmp_path / "study.journal"
+    child = subprocess.run([sys.executable, "-c", HOLD_AND_DIE, str(journal)], capture_output=True, text=True, timeout=60)
+    assert child.returncode == -9 and child.stdout == "held\n", child.stderr[-500:]
+    storage = open_storage(str(journal))
+    started = time.monotonic()
+    optuna.create_study(study_name="after-the-kill", storage=storage).optimize(lambda t: t.suggest_float("x", 0, 1), 3)
+    assert time.monotonic() - started < 5.0
+    assert len(optuna.load_study(study_name="after-the-kill", storage=storage).trials) == 3
+
+
+def test_journal_lock_excludes_threads_and_processes(tmp_path):
+    lock = JournalFlock(tmp_path / "study.journal")
+    order: list[str] = []
+    lock.acquire()
+    other = __import__("threading").Thread(target=lambda: (lock.acquire(), order.append("thread"), lock.release()))
+    other.start()
+    probe = subprocess.Popen([sys.executable, "-c", HOLD_AND_DIE, str(tmp_path / "study.journal")],
+                             stdout=subprocess.PIPE, text=True)
+    time.sleep(1.0)
+    order.append("main")
+    assert probe.poll() is None  # still waiting for the lock the main thread holds
+    lock.release()
+    other.join(timeout=30)
+    assert probe.wait(timeout=60) == -9 and probe.stdout.read() == "held\n"
+    assert order[0] == "main" and "thread" in order
+    with pytest.raises(RuntimeError, match="released without being held"):
+        lock.release()
 
 
 def beat(study: optuna.Study, storage, trial: optuna.Trial, value: float) -> None:
