@@ -55,7 +55,7 @@ class Strategy(abc.ABC):
     description: ClassVar[str]
     directions: ClassVar[list[str]] = PARETO_DIRECTIONS
     metric_names: ClassVar[tuple[str, ...]] = tuple(PARETO_METRICS)
-    settings_schema: ClassVar[type[SearchSchema]] = SamplerSearchSchema  # its typed search.* settings (conf/schemas.py)
+    settings_schema: ClassVar[type[SearchSchema]] = SamplerSearchSchema  # its typed search.* settings (conf/schemas/search.py)
 
     def values(self, m: Metrics) -> list[float]:
         """A candidate's objective values, in the order of :attr:`directions`."""

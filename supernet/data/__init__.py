@@ -25,7 +25,7 @@ from supernet.data.transforms import EvalTransform, TrainTransform
 
 
 def data_settings(data: Mapping[str, Any] | DataSchema) -> DataSchema:
-    """The ``data`` settings typed by their schema (conf/schemas.py ``DataSchema``) and checked: the schema's
+    """The ``data`` settings typed by their schema (``DataSchema``, conf/schemas/supernet.py) and checked: the schema's
     ranges, then what the chosen dataset needs (a root, or none); one line naming the key otherwise."""
     cfg: DataSchema = checked(data, DataSchema, "data")
     need = DATASETS.get_or_fail(cfg.name).root
