@@ -155,3 +155,12 @@ def test_typed_settings_keep_the_recorded_config_and_its_fingerprint(overrides):
     composed = flatten(OmegaConf.to_container(cfg, resolve=True))
     composed.pop("run_dir")
     assert Trainer(typed(cfg, TrainApp)).flat == composed
+
+
+def test_sandwich_ceiling_fit_splits_fixed_and_per_image_time():
+    """experiments/sandwich_ceiling's least-squares line recovers a known fixed cost and per-image slope."""
+    from experiments.sandwich_ceiling import fit
+
+    batches = (4, 16, 64, 128)
+    fixed, per_image = fit(batches, [0.1 + 0.002 * b for b in batches])
+    assert fixed == pytest.approx(0.1) and per_image == pytest.approx(0.002)
