@@ -26,7 +26,8 @@ from latency_lut.timing import Protocol
 from search.app import run_search
 from search.export_cli import main as export_main
 from search.report import format_rows, released_vs_derived
-from search.results import completed, load_study, read_run
+from search.results import completed, load_study
+from search.run_record import read_run
 from supernet.arch import ArchConfig
 from supernet.train.app import run_training
 

@@ -36,7 +36,8 @@ from latency_lut.timing import Protocol
 from latency_lut.validate import measure_networks
 from search.app import run_search
 from search.params import arch_hash
-from search.results import arch_of, completed, load_study, read_run
+from search.results import arch_of, completed, load_study
+from search.run_record import read_run
 from search.standalone import standalone_run_dir, train_standalone
 from supernet.arch import ArchConfig
 from supernet.elastic import Supernet

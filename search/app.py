@@ -112,7 +112,8 @@ def run_search(cfg: DictConfig) -> dict[str, Any]:
     from search.budgets import resolve_budget
     from search.metrics import CandidateEvaluator, resolve_mes
     from search.proxies import build_proxy, proxy_description
-    from search.results import RUN_FILE, RUN_FORMAT, completed
+    from search.results import completed
+    from search.run_record import RUN_FILE, RUN_FORMAT
     from search.storage import dashboard_target, open_storage, storage_url
     from search.strategies import SearchContext, get_strategy
     from supernet.compute import resolve_device

@@ -15,7 +15,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from search.results import arch_of, completed, load_study, pareto, read_run, trials_frame
+from search.results import arch_of, completed, load_study, pareto, trials_frame
+from search.run_record import read_run
 from search.strategies import get_strategy
 from supernet.elastic import Supernet
 from supernet.errors import UserError

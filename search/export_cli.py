@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, Optional, Sequence
 
 from conf.schemas import CHECKPOINT_SOURCES, DEFAULT_OPSET, DYNAMO_MIN_OPSET, EXPORTERS, MAX_OPSET, MIN_OPSET
+from search.run_record import read_run
 from supernet.arch import ArchConfig
 from supernet.errors import UserError, report_user_errors
 from supernet.io_utils import atomic_torch_save, check_output, safe_torch_load
@@ -78,6 +79,7 @@ def cmd_onnx(args: argparse.Namespace) -> None:
 
 
 def cmd_arch(args: argparse.Namespace) -> None:
+    read_run(args.run)  # a wrong --run is reported before torch, optuna and pandas load (export_arch reads it again)
     from search.export_arch import export_arch
 
     which: str | int = args.trial if args.trial is not None else ("pareto" if args.pareto else "best")

@@ -25,6 +25,7 @@ from conf import compose
 from conf.schemas import CONF_DIR, LutApp, PipelineApp, SearchApp, TrainApp, check_config, register_schemas
 from latency_lut.app import run_lut
 from search.app import run_search
+from search.run_record import RUN_FILE, read_run
 from supernet.errors import UserError, composition_error, report_user_errors, run_hydra_app
 from supernet.io_utils import atomic_write_text, make_dir
 from supernet.train.app import run_training
@@ -82,8 +83,6 @@ def slimming_stage_overrides(cfg: DictConfig, budget: str, run_dir: str | Path, 
 
 
 def search_stage(overrides: list[str]) -> dict[str, Any]:
-    from search.results import RUN_FILE, read_run
-
     cfg = compose("eformer_search", overrides)
     run_file = Path(cfg.run_dir) / RUN_FILE
     if run_file.is_file():
@@ -96,8 +95,6 @@ def search_stage(overrides: list[str]) -> dict[str, Any]:
 
 def export_stage(run_dir: str, which: str, onnx: bool = True, exporter: str = "fast") -> dict[str, Any]:
     from search.export_arch import export_arch
-    from search.results import RUN_FILE
-
     manifest = Path(run_dir) / "export" / "export.json"
     if manifest.is_file() and manifest.stat().st_mtime >= (Path(run_dir) / RUN_FILE).stat().st_mtime:
         return json.loads(manifest.read_text())

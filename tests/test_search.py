@@ -15,7 +15,8 @@ from conf import compose
 from latency_lut.lut import LatencyLUT
 from search.app import run_search
 from search.params import arch_from_params, arch_hash, distributions, params_of
-from search.results import arch_of, completed, load_study, read_run
+from search.results import arch_of, completed, load_study
+from search.run_record import read_run
 from search.slimming import Action, apply_action, candidate_actions
 from supernet import ArchConfig
 from supernet.elastic import Supernet

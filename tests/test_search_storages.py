@@ -13,7 +13,8 @@ from optuna.trial import TrialState
 from search_assets import cli, overrides
 
 from helpers import kill_when
-from search.results import completed, load_study, read_run
+from search.results import completed, load_study
+from search.run_record import read_run
 from search.storage import HEARTBEAT, SURPLUS, JournalFlock, StaleWatch, open_storage, trial_id
 
 
