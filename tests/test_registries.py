@@ -101,7 +101,8 @@ def test_importing_conf_loads_none_of_our_packages():
     ("search.export_cli", ["eformer-export", "onnx", "--arch", "s7"], "eformer-export: error: arch 's7' is neither a preset"),
     ("search.export_cli", ["eformer-export", "onnx", "--arch", "s0", "--opset", "13"], "eformer-export: error: --opset: 13 is below"),
     ("search.export_cli", ["eformer-export", "arch", "--run", "r", "--exporter", "x"], "eformer-export arch: error: argument --exporter"),
-    ("search.export_cli", ["eformer-export", "arch", "--run", "no-such-run", "--best"], "eformer-export: error: no-such-run/search.json: not found"),
+    ("search.export_cli", ["eformer-export", "arch", "--run", "no-such-run", "--best"],
+     "eformer-export: error: no-such-run/search.json: not found"),
 ])
 def test_option_errors_are_reported_before_torch_loads(entry, argv, message, tmp_path):
     """A mistake in the options is a one-line error from the config checks alone: torch (and pandas, optuna,
