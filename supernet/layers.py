@@ -134,12 +134,26 @@ def _channels_last(x: torch.Tensor) -> bool:
     return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
 
+ONE_PIXEL_LINEAR = True  # inference: a 1x1 conv on one-pixel maps as one linear layer (False: oneDNN's convolution)
+
+
+def _exporting() -> bool:
+    """True while a graph is being traced, compiled or exported (eager-only shortcuts stay out of it)."""
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling()
+
+
 def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stride, padding) -> torch.Tensor:
-    """F.conv2d, with training-time shortcuts (the fused convolution backward is slow there): a 1x1 conv
-    on a channels-last input runs as one linear layer over the pixels (training's default layout:
-    ``train.channels_last``); otherwise the bias is added separately (its gradient becomes a plain sum),
-    and a 1x1 conv on a map of at most TINY_MAP pixels runs as a matrix product."""
+    """F.conv2d, with shortcuts where oneDNN's convolution is slow.
+
+    Training (the fused convolution backward is slow): a 1x1 conv on a channels-last input runs as one linear
+    layer over the pixels (training's default layout: ``train.channels_last``); otherwise the bias is added
+    separately (its gradient becomes a plain sum), and a 1x1 conv on a map of at most TINY_MAP pixels runs as
+    a matrix product. Inference: a 1x1 conv on one-pixel maps (the last stage at 32 px) runs as one linear
+    layer, about 2x faster there (``experiments/results/bench_scoring.md``), except while exporting."""
     if not (torch.is_grad_enabled() and bias.requires_grad):
+        if (ONE_PIXEL_LINEAR and x.shape[2] * x.shape[3] == 1 and weight.shape[2:] == (1, 1) and tuple(stride) == (1, 1)
+                and not _exporting()):
+            return F.linear(x.flatten(1), weight.flatten(1), bias).view(x.shape[0], -1, 1, 1)
         return F.conv2d(x, weight, bias, stride, padding)
     B, C, H, W = x.shape
     pointwise = weight.shape[2:] == (1, 1) and tuple(stride) == (1, 1)
@@ -232,7 +246,7 @@ def folded_conv_bn(weight: torch.Tensor, bias: torch.Tensor, bn: nn.BatchNorm2d)
 def gelu(x: torch.Tensor) -> torch.Tensor:
     """GELU; in place in eager inference (callers pass a fresh tensor), out of place under autograd and in
     traced or exported graphs."""
-    if torch.is_grad_enabled() or torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export():
+    if torch.is_grad_enabled() or _exporting():
         return F.gelu(x)
     return torch.ops.aten.gelu_(x)
 

@@ -112,3 +112,39 @@ def test_channels_last_batch_norm_is_the_contiguous_one(size):
     for a, b, t in zip(ours, theirs, truth):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-4)
         assert float((a - t).abs().max()) <= 2 * float((b - t).abs().max()) + 1e-6
+
+
+@pytest.mark.parametrize("shortcut", [True, False])
+def test_one_pixel_pointwise_conv_in_inference_is_the_convolution(shortcut, monkeypatch):
+    """Inference runs a 1x1 conv on one-pixel maps as a linear layer (supernet.layers.ONE_PIXEL_LINEAR): same values."""
+    import supernet.layers as layers
+
+    monkeypatch.setattr(layers, "ONE_PIXEL_LINEAR", shortcut)
+    torch.manual_seed(0)
+    x, w, b = torch.randn(7, 96, 1, 1), torch.randn(384, 96, 1, 1) * 0.1, torch.randn(384)
+    with torch.no_grad():
+        out = conv2d(x, w, b, (1, 1), (0, 0))
+    ref = F.conv2d(x, w, b)
+    assert out.shape == ref.shape == (7, 384, 1, 1) and out.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_exported_graphs_keep_the_one_pixel_convolution():
+    """The eager-only shortcut stays out of exported graphs: the ONNX file has a Conv node, no Gemm or MatMul."""
+    import io
+
+    import onnx
+
+    class Pointwise(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(16, 32, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return conv2d(x, self.conv.weight, self.conv.bias, (1, 1), (0, 0))
+
+    buf = io.BytesIO()
+    with torch.no_grad():
+        torch.onnx.export(Pointwise().eval(), (torch.randn(1, 16, 1, 1),), buf, dynamo=False, opset_version=17)
+    ops = {n.op_type for n in onnx.load_from_string(buf.getvalue()).graph.node}
+    assert "Conv" in ops and not ops & {"Gemm", "MatMul"}
