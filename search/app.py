@@ -118,8 +118,10 @@ def run_search(cfg: DictConfig) -> dict[str, Any]:
     from search.strategies import SearchContext, get_strategy
     from supernet.compute import resolve_device
     from supernet.elastic import Supernet
+    from supernet.host_memory import reuse_freed_memory
 
     resolve_device(cfg.compute_device)  # before any work: a missing GPU is a one-line error
+    reuse_freed_memory()
     started = time.time()
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))

@@ -117,8 +117,10 @@ def run_validate_proxy(cfg: DictConfig) -> dict[str, Any]:
     from supernet.compute import resolve_device
     from supernet.data import build_data
     from supernet.elastic import Supernet
+    from supernet.host_memory import reuse_freed_memory
 
     device = resolve_device(s.compute_device)  # before any work: a missing GPU is a one-line error
+    reuse_freed_memory()
     started = time.time()
     if s.threads:
         torch.set_num_threads(s.threads)

@@ -148,8 +148,9 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stride, pa
     Training (the fused convolution backward is slow): a 1x1 conv on a channels-last input runs as one linear
     layer over the pixels (training's default layout: ``train.channels_last``); otherwise the bias is added
     separately (its gradient becomes a plain sum), and a 1x1 conv on a map of at most TINY_MAP pixels runs as
-    a matrix product. Inference: a 1x1 conv on one-pixel maps (the last stage at 32 px) runs as one linear
-    layer, about 2x faster there (``experiments/results/bench_scoring.md``), except while exporting."""
+    a matrix product. Inference: a 1x1 conv on one-pixel maps (the last stage at 32 px), where oneDNN's
+    convolution is slow, runs as one linear layer (``experiments/results/bench_scoring.md``), except while
+    exporting."""
     if not (torch.is_grad_enabled() and bias.requires_grad):
         if (ONE_PIXEL_LINEAR and x.shape[2] * x.shape[3] == 1 and weight.shape[2:] == (1, 1) and tuple(stride) == (1, 1)
                 and not _exporting()):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import collections
 import random
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -259,3 +261,42 @@ def test_a_reference_sharing_the_first_stages_is_made_incrementally_and_exactly(
         ref = new
     hook.remove()
     assert checked >= 3
+
+
+FAULTS = """
+import resource, sys, torch
+from supernet.elastic import Supernet
+from supernet.host_memory import reuse_freed_memory
+applied = reuse_freed_memory() if sys.argv[1] == "reuse" else False
+torch.manual_seed(0)
+net = Supernet("efficientformerv2", image_size=32, num_classes=10).eval()
+net.set_active(net.largest())
+x = torch.randn(128, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+with torch.no_grad():
+    net(x)  # the first batch faults its pages in either way
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(2):
+        net(x)
+print(applied, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.slow
+def test_freed_activation_memory_is_reused_not_faulted_in_again():
+    """supernet.host_memory: with glibc, a batch's activations reuse the last batch's pages instead of faulting in
+    new ones."""
+    import platform
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("mallopt's parameters are glibc's")
+    runs = {how: subprocess.run([sys.executable, "-c", FAULTS, how], capture_output=True, text=True, check=True).stdout.split()
+            for how in ("default", "reuse")}
+    assert runs["reuse"][0] == "True" and runs["default"][0] == "False"
+    assert int(runs["reuse"][1]) * 4 < int(runs["default"][1]), runs  # measured here: about 3,500 vs 33,000-50,000
+
+
+def test_a_users_own_malloc_settings_are_left_alone(monkeypatch):
+    from supernet.host_memory import reuse_freed_memory
+
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "1000000")
+    assert reuse_freed_memory() is False

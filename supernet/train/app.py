@@ -33,9 +33,11 @@ def run_training(cfg: DictConfig | TrainApp) -> Path:
         check_config(cfg, app=TrainApp)
         cfg = typed(cfg, TrainApp)
     from supernet.compute import resolve_device  # torch loads after the options are checked
+    from supernet.host_memory import reuse_freed_memory
     from supernet.train.trainer import Trainer
 
     resolve_device(cfg.compute_device)  # before any work (torchrun ranks resolve their own GPU again)
+    reuse_freed_memory()
     return Trainer(cfg).run()
 
 
