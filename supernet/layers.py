@@ -152,8 +152,8 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stride, pa
     convolution is slow, runs as one linear layer (``experiments/results/bench_scoring.md``), except while
     exporting."""
     if not (torch.is_grad_enabled() and bias.requires_grad):
-        if (ONE_PIXEL_LINEAR and x.shape[2] * x.shape[3] == 1 and weight.shape[2:] == (1, 1) and tuple(stride) == (1, 1)
-                and not _exporting()):
+        if (ONE_PIXEL_LINEAR and not _exporting()  # first: a traced graph must not branch on the input's shape
+                and x.shape[2] * x.shape[3] == 1 and weight.shape[2:] == (1, 1) and tuple(stride) == (1, 1)):
             return F.linear(x.flatten(1), weight.flatten(1), bias).view(x.shape[0], -1, 1, 1)
         return F.conv2d(x, weight, bias, stride, padding)
     B, C, H, W = x.shape

@@ -132,6 +132,7 @@ def test_one_pixel_pointwise_conv_in_inference_is_the_convolution(shortcut, monk
 def test_exported_graphs_keep_the_one_pixel_convolution():
     """The eager-only shortcut stays out of exported graphs: the ONNX file has a Conv node, no Gemm or MatMul."""
     import io
+    import warnings
 
     import onnx
 
@@ -144,7 +145,9 @@ def test_exported_graphs_keep_the_one_pixel_convolution():
             return conv2d(x, self.conv.weight, self.conv.bias, (1, 1), (0, 0))
 
     buf = io.BytesIO()
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         torch.onnx.export(Pointwise().eval(), (torch.randn(1, 16, 1, 1),), buf, dynamo=False, opset_version=17)
     ops = {n.op_type for n in onnx.load_from_string(buf.getvalue()).graph.node}
     assert "Conv" in ops and not ops & {"Gemm", "MatMul"}
+    assert not [w for w in caught if issubclass(w.category, torch.jit.TracerWarning)]  # no branch on a traced shape
