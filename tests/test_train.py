@@ -157,8 +157,9 @@ def test_typed_settings_keep_the_recorded_config_and_its_fingerprint(overrides):
     assert Trainer(typed(cfg, TrainApp)).flat == composed
 
 
-def test_sandwich_ceiling_fit_splits_fixed_and_per_image_time():
+def test_sandwich_ceiling_fit_splits_fixed_and_per_image_time(monkeypatch):
     """experiments/sandwich_ceiling's least-squares line recovers a known fixed cost and per-image slope."""
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent))  # experiments/ is not installed
     from experiments.sandwich_ceiling import fit
 
     batches = (4, 16, 64, 128)
