@@ -39,7 +39,7 @@ def per_member(rounds: int) -> tuple[dict, float]:
     import torch
 
     import supernet.layers as layers
-    from experiments.profile_proxy import fresh_proxy, members
+    from experiments.profile_proxy import members, timed
     from supernet.data import build_data
     from supernet.elastic import Supernet
 
@@ -54,13 +54,10 @@ def per_member(rounds: int) -> tuple[dict, float]:
             for name, (arch, ref) in chosen.items():
                 for path in PATHS:
                     layers.ONE_PIXEL_LINEAR = path == "default"
-                    proxy = fresh_proxy(net, data)
-                    if ref is not None:
-                        proxy.reference(ref)
-                    start = time.perf_counter()
-                    losses[(name, path)] = proxy(arch)["loss"]
+                    seconds, score = timed(net, data, arch, ref, None)
+                    losses[(name, path)] = score["loss"]
                     if r:
-                        times[(name, path)].append(time.perf_counter() - start)
+                        times[(name, path)].append(seconds)
     finally:
         layers.ONE_PIXEL_LINEAR = True
     diff = max(abs(losses[(m, "baseline")] - losses[(m, "default")]) for m in chosen)

@@ -42,17 +42,15 @@ def members(net: Supernet) -> dict[str, tuple[ArchConfig, ArchConfig | None]]:
             "largest, last stage changed (incremental)": (last, big)}
 
 
-def timed(net: Supernet, data, arch: ArchConfig, ref: ArchConfig | None, batches: int | None) -> float:
-    """Seconds of one evaluation of ``arch`` (all batches, or a screening of the first ``batches``)."""
+def timed(net: Supernet, data, arch: ArchConfig, ref: ArchConfig | None, batches: int | None) -> tuple[float, object]:
+    """Seconds of one evaluation of ``arch`` (all batches, or a screening of the first ``batches``), and what it
+    returned (the score, or the screening)."""
     proxy = fresh_proxy(net, data)
     if ref is not None:
         proxy.reference(ref)
     t = time.perf_counter()
-    if batches is None:
-        proxy(arch)
-    else:
-        proxy.screen(arch, batches / len(proxy.val))
-    return time.perf_counter() - t
+    result = proxy(arch) if batches is None else proxy.screen(arch, batches / len(proxy.val))
+    return time.perf_counter() - t, result
 
 
 def run_macs(arch: ArchConfig, last_stage_only: bool) -> int:
@@ -76,7 +74,7 @@ def main() -> None:
     for _ in range(args.rounds):  # interleaved: machine drift hits every cell alike
         for name, (arch, ref) in cases.items():
             for label, k in (("whole split", None), ("1 batch", 1), ("2 batches", 2)):
-                samples.setdefault((name, label), []).append(timed(net, data, arch, ref, k))
+                samples.setdefault((name, label), []).append(timed(net, data, arch, ref, k)[0])
     med = {key: statistics.median(v) for key, v in samples.items()}
     lines = ["# Where a whole-split proxy evaluation spends its time", "", machine_header(), "",
              f"`python -m experiments.profile_proxy --rounds {args.rounds}`: the main job's proxy (500 calibration + "
